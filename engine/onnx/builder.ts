@@ -1,0 +1,159 @@
+// A small graph builder over proto.ts: ops return the names of their outputs, so graph code reads like maths.
+
+import { DataType, type AttrValue, type DataTypeId, type Dim, type GraphDef, type NodeDef, type TensorInit } from './proto.js';
+
+export type WeightDtype = 'f32' | 'f16';
+
+/** A weight to be stored in the stage's external data file. */
+export interface PendingWeight {
+  name: string;
+  dims: number[];
+  data: Float32Array;
+  dtype: WeightDtype;
+}
+
+type Attrs = Record<string, number | number[] | string | { float: number }>;
+
+function toAttr(v: Attrs[string]): AttrValue {
+  if (typeof v === 'number') return { kind: 'int', v };
+  if (typeof v === 'string') return { kind: 'string', v };
+  if (Array.isArray(v)) return { kind: 'ints', v };
+  return { kind: 'float', v: v.float };
+}
+
+function int64Bytes(values: number[]): Uint8Array {
+  const a = new BigInt64Array(values.map((v) => BigInt(v)));
+  return new Uint8Array(a.buffer);
+}
+
+function floatBytes(values: number[]): Uint8Array {
+  return new Uint8Array(new Float32Array(values).buffer);
+}
+
+export class GraphBuilder {
+  readonly nodes: NodeDef[] = [];
+  readonly consts: TensorInit[] = [];
+  readonly weights: PendingWeight[] = [];
+  readonly inputs: GraphDef['inputs'] = [];
+  readonly outputs: GraphDef['outputs'] = [];
+  private counter = 0;
+  private scope = '';
+  private constCache = new Map<string, string>();
+  private weightValues = new Map<string, string>();
+
+  /** Prefix names of the nodes created inside fn (e.g. "layer3/ssm/"), for readable graphs and profiles. */
+  within<R>(scope: string, fn: () => R): R {
+    const saved = this.scope;
+    this.scope = saved + scope + '/';
+    try {
+      return fn();
+    } finally {
+      this.scope = saved;
+    }
+  }
+
+  private fresh(op: string): string {
+    return `${this.scope}${op}_${this.counter++}`;
+  }
+
+  /** Add a node with several outputs. */
+  opN(op: string, inputs: string[], nOut: number, attrs: Attrs = {}, domain?: string): string[] {
+    const name = this.fresh(op);
+    const outputs = Array.from({ length: nOut }, (_, i) => `${name}:${i}`);
+    const node: NodeDef = { op, inputs, outputs, name, attrs: {} };
+    if (domain) node.domain = domain;
+    for (const [k, v] of Object.entries(attrs)) node.attrs![k] = toAttr(v);
+    this.nodes.push(node);
+    return outputs;
+  }
+
+  op(op: string, inputs: string[], attrs: Attrs = {}, domain?: string): string {
+    return this.opN(op, inputs, 1, attrs, domain)[0]!;
+  }
+
+  /** Route a value to a fixed graph-output name. */
+  output(value: string, name: string, shape: Dim[], dataType: DataTypeId = DataType.FLOAT): void {
+    this.nodes.push({ op: 'Identity', inputs: [value], outputs: [name], name: this.fresh('Output') });
+    this.outputs.push({ name, dataType, shape });
+  }
+
+  input(name: string, shape: Dim[], dataType: DataTypeId = DataType.FLOAT): string {
+    this.inputs.push({ name, dataType, shape });
+    return name;
+  }
+
+  /** An int64 constant (shapes, axes, indices), shared between uses. */
+  ints(values: number[], scalar = false): string {
+    const key = `i${scalar ? 's' : ''}:${values.join(',')}`;
+    const cached = this.constCache.get(key);
+    if (cached) return cached;
+    const name = `const_${this.counter++}`;
+    this.consts.push({ name, dataType: DataType.INT64, dims: scalar ? [] : [values.length], raw: int64Bytes(values) });
+    this.constCache.set(key, name);
+    return name;
+  }
+
+  /** A float32 scalar constant. */
+  float(value: number): string {
+    const key = `f:${value}`;
+    const cached = this.constCache.get(key);
+    if (cached) return cached;
+    const name = `const_${this.counter++}`;
+    this.consts.push({ name, dataType: DataType.FLOAT, dims: [], raw: floatBytes([value]) });
+    this.constCache.set(key, name);
+    return name;
+  }
+
+  /**
+   * A model weight, stored in the given dtype. 16-bit weights are widened by a Cast on an initializer,
+   * which ONNX Runtime folds once at session creation: f16 halves what is stored and transferred.
+   */
+  weight(name: string, dims: number[], data: Float32Array, dtype: WeightDtype = 'f32'): string {
+    const seen = this.weightValues.get(name);
+    if (seen) return seen; // a tied weight used twice is stored once
+    if (data.length !== dims.reduce((a, b) => a * b, 1)) throw new Error(`weight ${name}: data does not match ${dims}`);
+    this.weights.push({ name, dims, data, dtype });
+    const value = dtype === 'f32' ? name : this.op('Cast', [name], { to: DataType.FLOAT });
+    this.weightValues.set(name, value);
+    return value;
+  }
+
+  // ---- small helpers that keep graph code short ----
+  add = (a: string, b: string): string => this.op('Add', [a, b]);
+  sub = (a: string, b: string): string => this.op('Sub', [a, b]);
+  mul = (a: string, b: string): string => this.op('Mul', [a, b]);
+  div = (a: string, b: string): string => this.op('Div', [a, b]);
+  matmul = (a: string, b: string): string => this.op('MatMul', [a, b]);
+  sigmoid = (a: string): string => this.op('Sigmoid', [a]);
+  silu = (a: string): string => this.mul(a, this.sigmoid(a));
+  exp = (a: string): string => this.op('Exp', [a]);
+  reshape = (a: string, shape: number[]): string => this.op('Reshape', [a, this.ints(shape)]);
+  /** Reshape to a shape mixing constants and [1]-shaped int64 tensors (dynamic dimensions). */
+  reshapeTo = (a: string, parts: (number | string)[]): string =>
+    this.op('Reshape', [a, this.concat(parts.map((p) => (typeof p === 'number' ? this.ints([p]) : p)), 0)]);
+  transpose = (a: string, perm: number[]): string => this.op('Transpose', [a], { perm });
+  unsqueeze = (a: string, axes: number[]): string => this.op('Unsqueeze', [a, this.ints(axes)]);
+  squeeze = (a: string, axes: number[]): string => this.op('Squeeze', [a, this.ints(axes)]);
+  concat = (xs: string[], axis: number): string => this.op('Concat', xs, { axis });
+  cast = (a: string, to: DataTypeId): string => this.op('Cast', [a], { to });
+
+  /** Slice along one axis; `start`/`end` may be constants or int64 tensor names of shape [1]. */
+  slice(x: string, axis: number, start: number | string, end: number | string): string {
+    const s = typeof start === 'number' ? this.ints([start]) : start;
+    const e = typeof end === 'number' ? this.ints([end]) : end;
+    return this.op('Slice', [x, s, e, this.ints([axis])]);
+  }
+
+  /** Split the last axis into pieces of the given widths. */
+  split(x: string, axis: number, widths: number[]): string[] {
+    return this.opN('Split', [x, this.ints(widths)], widths.length, { axis });
+  }
+
+  /** Dimension `axis` of x as an int64 tensor of shape [1]. */
+  dim(x: string, axis: number): string {
+    return this.op('Shape', [x], { start: axis, end: axis + 1 });
+  }
+}
+
+/** The int64 "to the end" sentinel for Slice. */
+export const TO_END = 2 ** 53 - 1;

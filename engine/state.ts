@@ -1,0 +1,213 @@
+// A session's inference state: per layer conv + SSM state, per KV producer the K/V cache, and the position.
+// The layout is typed data derived from the config; the binary snapshot format is defined here too.
+
+import type { HymbaDims } from './config.js';
+import { crc32 } from './crc32.js';
+import { f16ToF32, f32ToF16 } from './dtype.js';
+
+export interface LayerState {
+  conv: Float32Array; // [d_conv-1, d_in]: the last inputs u of the causal conv
+  ssm: Float32Array; // [d_in, N]
+  /** producers only: [kv_heads, kvLen, dqk] and [kv_heads, kvLen, dv]; meta entries first */
+  key: Float32Array | null;
+  value: Float32Array | null;
+  kvLen: number;
+}
+
+export interface HymbaState {
+  /** absolute position of the next token; meta tokens count, so text starts at M */
+  position: number;
+  /** indexed by layer; a stage's state holds only its own layers */
+  layers: (LayerState | undefined)[];
+}
+
+const isProducer = (d: HymbaDims, i: number): boolean => d.layers[i]!.kv.kind === 'producer';
+
+/** The state before any token, meta tokens included (position 0), for layers [first, last). */
+export function emptyState(d: HymbaDims, first = 0, last = d.L): HymbaState {
+  const layers: (LayerState | undefined)[] = new Array(d.L);
+  for (let i = first; i < last; i++) {
+    const kv = isProducer(d, i);
+    layers[i] = {
+      conv: new Float32Array((d.dConv - 1) * d.dIn),
+      ssm: new Float32Array(d.dIn * d.dState),
+      key: kv ? new Float32Array(0) : null,
+      value: kv ? new Float32Array(0) : null,
+      kvLen: 0,
+    };
+  }
+  return { position: 0, layers };
+}
+
+export function cloneState(s: HymbaState): HymbaState {
+  return {
+    position: s.position,
+    layers: s.layers.map((l) =>
+      l
+        ? {
+            conv: l.conv.slice(),
+            ssm: l.ssm.slice(),
+            key: l.key ? l.key.slice() : null,
+            value: l.value ? l.value.slice() : null,
+            kvLen: l.kvLen,
+          }
+        : undefined,
+    ),
+  };
+}
+
+/** K/V entries a producer keeps after `position` tokens: all in global layers, meta + last W in sliding ones. */
+export function kvEntries(d: HymbaDims, layer: number, position: number): number {
+  if (d.layers[layer]!.attention === 'global') return position;
+  return Math.min(position, d.M) + Math.min(Math.max(position - d.M, 0), d.W);
+}
+
+export type StateDtype = 'f32' | 'f16' | 'bf16';
+const BYTES: Record<StateDtype, number> = { f32: 4, f16: 2, bf16: 2 };
+
+export interface StateBytes {
+  globalKv: number;
+  slidingKv: number;
+  ssm: number;
+  conv: number;
+  total: number;
+}
+
+/**
+ * Bytes of a session's state after `tokens` text tokens (meta tokens added), with every tensor in `dtype`:
+ * the accounting of hymba.md (global K/V grow, sliding K/V keep M + W entries, consumers store nothing).
+ */
+export function stateBytes(d: HymbaDims, tokens: number, dtype: StateDtype = 'f16'): StateBytes {
+  const e = BYTES[dtype];
+  const perEntry = d.kvHeads * (d.dqk + d.dv) * e;
+  let globalKv = 0;
+  let slidingKv = 0;
+  for (let i = 0; i < d.L; i++) {
+    if (!isProducer(d, i)) continue;
+    const bytes = kvEntries(d, i, d.M + tokens) * perEntry;
+    if (d.layers[i]!.attention === 'global') globalKv += bytes;
+    else slidingKv += bytes;
+  }
+  const ssm = d.L * d.dIn * d.dState * e;
+  const conv = d.L * d.dIn * (d.dConv - 1) * e;
+  return { globalKv, slidingKv, ssm, conv, total: globalKv + slidingKv + ssm + conv };
+}
+
+/** A Llama-style transformer of the same width and depth with full K/V in every layer (for comparison). */
+export function fullKvTransformerBytes(d: HymbaDims, tokens: number, dtype: StateDtype = 'f16'): number {
+  return d.L * tokens * d.kvHeads * 2 * d.dqk * BYTES[dtype];
+}
+
+// ---- binary snapshot format ----
+// "HYMBASTA" | u32 version | u32 header length | header JSON | pad to 4 | tensors | u32 CRC-32 of all before.
+
+const MAGIC = 'HYMBASTA';
+export const STATE_FORMAT_VERSION = 1;
+
+export class StateFormatError extends Error {
+  constructor(message: string) {
+    super(`state snapshot rejected: ${message}`);
+    this.name = 'StateFormatError';
+  }
+}
+
+interface SnapshotHeader {
+  fingerprint: string;
+  position: number;
+  kvDtype: 'f32' | 'f16';
+  dims: { dIn: number; dState: number; dConv: number; kvHeads: number; dqk: number; dv: number };
+  layers: { index: number; kvLen: number }[];
+}
+
+const shapeOf = (d: HymbaDims): SnapshotHeader['dims'] => ({
+  dIn: d.dIn,
+  dState: d.dState,
+  dConv: d.dConv,
+  kvHeads: d.kvHeads,
+  dqk: d.dqk,
+  dv: d.dv,
+});
+
+export function serializeState(
+  d: HymbaDims,
+  s: HymbaState,
+  fingerprint: string,
+  kvDtype: 'f32' | 'f16' = 'f32',
+): Uint8Array {
+  const present = s.layers.flatMap((l, index) => (l ? [{ index, l }] : []));
+  const header: SnapshotHeader = {
+    fingerprint,
+    position: s.position,
+    kvDtype,
+    dims: shapeOf(d),
+    layers: present.map(({ index, l }) => ({ index, kvLen: l.kvLen })),
+  };
+  const headerBytes = new TextEncoder().encode(JSON.stringify(header));
+  const parts: Uint8Array[] = [];
+  const asBytes = (a: Float32Array | Uint16Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  for (const { l } of present) {
+    parts.push(asBytes(l.conv), asBytes(l.ssm));
+    for (const kv of [l.key, l.value]) if (kv) parts.push(asBytes(kvDtype === 'f16' ? f32ToF16(kv) : kv));
+  }
+  const start = align4(16 + headerBytes.length);
+  const total = start + parts.reduce((n, p) => n + align4(p.length), 0) + 4;
+  const out = new Uint8Array(total);
+  const view = new DataView(out.buffer);
+  out.set(new TextEncoder().encode(MAGIC), 0);
+  view.setUint32(8, STATE_FORMAT_VERSION, true);
+  view.setUint32(12, headerBytes.length, true);
+  out.set(headerBytes, 16);
+  let o = start;
+  for (const p of parts) {
+    out.set(p, o);
+    o += align4(p.length);
+  }
+  view.setUint32(o, crc32(out.subarray(0, o)), true);
+  return out;
+}
+
+const align4 = (n: number): number => Math.ceil(n / 4) * 4;
+
+export function deserializeState(d: HymbaDims, bytes: Uint8Array, fingerprint: string): HymbaState {
+  if (bytes.length < 20) throw new StateFormatError(`${bytes.length} bytes is too short`);
+  if (new TextDecoder().decode(bytes.subarray(0, 8)) !== MAGIC) throw new StateFormatError('bad magic');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = view.getUint32(8, true);
+  if (version !== STATE_FORMAT_VERSION) throw new StateFormatError(`format version ${version} is not supported`);
+  const end = bytes.length - 4;
+  if (crc32(bytes.subarray(0, end)) !== view.getUint32(end, true)) throw new StateFormatError('checksum mismatch');
+  const headerLen = view.getUint32(12, true);
+  let header: SnapshotHeader;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(16, 16 + headerLen))) as SnapshotHeader;
+  } catch {
+    throw new StateFormatError('unreadable header');
+  }
+  if (header.fingerprint !== fingerprint)
+    throw new StateFormatError(`it belongs to model ${header.fingerprint}, not ${fingerprint}`);
+  if (JSON.stringify(header.dims) !== JSON.stringify(shapeOf(d))) throw new StateFormatError('layout differs');
+  const state: HymbaState = { position: header.position, layers: new Array(d.L) };
+  let o = align4(16 + headerLen);
+  const take = (count: number, dtype: 'f32' | 'f16'): Float32Array => {
+    const n = count * (dtype === 'f32' ? 4 : 2);
+    if (o + n > end) throw new StateFormatError('truncated tensor data');
+    const copy = bytes.slice(o, o + n); // aligned copy
+    o += align4(n);
+    return dtype === 'f32' ? new Float32Array(copy.buffer) : f16ToF32(new Uint16Array(copy.buffer));
+  };
+  for (const { index, kvLen } of header.layers) {
+    if (!(index >= 0 && index < d.L)) throw new StateFormatError(`layer ${index} is outside the model`);
+    const producer = isProducer(d, index);
+    if (producer && kvLen !== kvEntries(d, index, header.position))
+      throw new StateFormatError(`layer ${index} holds ${kvLen} K/V entries, expected ${kvEntries(d, index, header.position)}`);
+    state.layers[index] = {
+      conv: take((d.dConv - 1) * d.dIn, 'f32'),
+      ssm: take(d.dIn * d.dState, 'f32'),
+      key: producer ? take(d.kvHeads * kvLen * d.dqk, header.kvDtype) : null,
+      value: producer ? take(d.kvHeads * kvLen * d.dv, header.kvDtype) : null,
+      kvLen: producer ? kvLen : 0,
+    };
+  }
+  if (o !== end) throw new StateFormatError('trailing bytes after the tensors');
+  return state;
+}
