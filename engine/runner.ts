@@ -40,6 +40,7 @@ export class HymbaRunner {
   async forward(state: HymbaState, ids: number[], want: LogitsWanted = 'last'): Promise<ForwardResult> {
     const { V } = this.model.dims;
     if (ids.length === 0) throw new InputError('no tokens to process');
+    if (state.position < this.model.dims.M) throw new InputError('the state has not processed the meta tokens yet');
     for (const id of ids)
       if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`token id ${id} is outside [0, ${V})`);
     return this.forwardRaw(state, ids, want);
@@ -47,10 +48,17 @@ export class HymbaRunner {
 
   /** The state after the M meta tokens: the same for every session, computed once per model. */
   async metaPrefix(): Promise<HymbaState> {
-    const { V, M } = this.model.dims;
     const state = emptyState(this.model.dims);
-    if (M > 0) await this.forwardRaw(state, Array.from({ length: M }, (_, j) => V + j), 'none');
+    await this.feedMeta(state, this.model.dims.M);
     return state;
+  }
+
+  /** Feed the next `count` meta tokens (state.position + count <= M); meta token j has the id V + j. */
+  async feedMeta(state: HymbaState, count: number): Promise<void> {
+    const { V, M } = this.model.dims;
+    if (count <= 0) return;
+    if (state.position + count > M) throw new InputError(`only ${M - state.position} meta tokens remain`);
+    await this.forwardRaw(state, Array.from({ length: count }, (_, j) => V + state.position + j), 'none');
   }
 
   /** A TokenStepper over one state, for the generation loop. */
@@ -85,7 +93,7 @@ export class HymbaRunner {
   private async runChunk(state: HymbaState, ids: number[], logitsFrom: number): Promise<Float32Array> {
     const d = this.model.dims;
     let hidden: OrtTensor | null = null;
-    let logits = new Float32Array(0);
+    let logits: Float32Array = new Float32Array(0);
     for (const { spec, graph } of this.stages) {
       const feeds: Record<string, OrtTensor> = { position: int64([state.position], []) };
       if (spec.embed) feeds.input_ids = int64(ids);

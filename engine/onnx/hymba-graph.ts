@@ -97,10 +97,9 @@ function runContext(b: GraphBuilder, d: HymbaDims, x: string, position: string):
   return { T, qPos, cos: b.op('Cos', [full]), sin: b.op('Sin', [full]), kv: new Map() };
 }
 
+/** RMSNorm in fp32 as one node: ORT's SimplifiedLayerNormalization is x / sqrt(mean(x^2) + eps) * gamma. */
 function rmsNorm(b: GraphBuilder, x: string, gamma: string, eps: number): string {
-  const meanSq = b.op('ReduceMean', [b.mul(x, x), b.ints([-1])], { keepdims: 1 });
-  const inv = b.op('Reciprocal', [b.op('Sqrt', [b.add(meanSq, b.float(eps))])]);
-  return b.mul(b.mul(x, inv), gamma);
+  return b.op('SimplifiedLayerNormalization', [x, gamma], { axis: -1, epsilon: { float: eps } });
 }
 
 /** A linear layer y = x W^T with W stored transposed ([in, out]) so MatMul needs no Transpose at run time. */

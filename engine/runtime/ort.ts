@@ -68,17 +68,10 @@ export interface LoadedGraph {
   redirected: boolean;
 }
 
-/** Create a session from graph bytes and its external weight file, both already in memory. */
-export async function loadGraph(
-  graph: Uint8Array,
-  externalData: { path: string; data: Uint8Array }[] = [],
-): Promise<LoadedGraph> {
+/** Create a session from graph bytes (weights inside). */
+export async function loadGraph(graph: Uint8Array): Promise<LoadedGraph> {
   if (!initialised) throw new Error('initOrt() must be called before loading a graph');
-  const options: ort.InferenceSession.SessionOptions = {
-    executionProviders: ['wasm'],
-    graphOptimizationLevel: 'all',
-    externalData,
-  };
+  const options: ort.InferenceSession.SessionOptions = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' };
   const { value: session, redirected } = await withModuleRedirect(() => ort.InferenceSession.create(graph, options));
   return { session, inputNames: session.inputNames, outputNames: session.outputNames, redirected };
 }

@@ -1,0 +1,51 @@
+// The manifest of a converted model directory: what `hymba convert` writes and every loader reads.
+
+import { z } from 'zod';
+
+export const MANIFEST_FILE = 'hymba-manifest.json';
+/** Bumped whenever the graphs change what they compute or how state is laid out. */
+export const GRAPH_VERSION = 1;
+
+const StageEntry = z.object({
+  first: z.number().int().nonnegative(),
+  last: z.number().int().positive(),
+  embed: z.boolean(),
+  head: z.boolean(),
+  /** the stage's ONNX graph with its weights inside */
+  graph: z.string(),
+  weightBytes: z.number().int().nonnegative(),
+});
+
+export const ManifestSchema = z.object({
+  format: z.literal('hymba-edge-model'),
+  version: z.literal(1),
+  graphVersion: z.number().int(),
+  /** sha-256 over config, dtype, graph version and every weight byte: states are only valid for this */
+  fingerprint: z.string().min(16),
+  dtype: z.enum(['f32', 'f16']),
+  /** config.json exactly as the checkpoint had it */
+  config: z.record(z.string(), z.unknown()),
+  /** largest number of tokens one graph run accepts; the runner splits longer inputs */
+  maxRunTokens: z.number().int().positive(),
+  stages: z.array(StageEntry).min(1),
+  /** state after the meta tokens, in the engine's snapshot format; null when the model has none */
+  prefixState: z.string().nullable(),
+  /** tokenizer.json / tokenizer_config.json copied from the checkpoint, when it had them */
+  tokenizer: z.boolean(),
+  generation: z.object({ bosTokenId: z.number().int(), eosTokenIds: z.array(z.number().int()) }),
+});
+
+export type Manifest = z.infer<typeof ManifestSchema>;
+export type ManifestStage = z.infer<typeof StageEntry>;
+
+export function parseManifest(text: string): Manifest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new Error(`${MANIFEST_FILE} is not valid JSON`);
+  }
+  const parsed = ManifestSchema.safeParse(raw);
+  if (!parsed.success) throw new Error(`${MANIFEST_FILE} is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return parsed.data;
+}

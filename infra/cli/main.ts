@@ -1,0 +1,38 @@
+// `hymba <command>`: convert and inspect Hymba checkpoints, run them, make test checkpoints, benchmark.
+
+import { runConvert } from './convert.js';
+import { runGenerate } from './generate.js';
+import { runLogits } from './logits.js';
+import { runMakeTestModel } from './make-test-model.js';
+import { CliError } from './args.js';
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
+  convert: runConvert,
+  logits: runLogits,
+  generate: runGenerate,
+  'make-test-model': runMakeTestModel,
+};
+
+const USAGE = `usage: hymba <command> [options]
+  make-test-model <dir> --preset tiny|hymba-125m|hymba-350m|hymba-1.5b [--layers N] [--seed S]
+  convert <hf_dir> <out_dir> [--dtype f32|f16]
+  logits <model_dir> --ids 1,2,3
+  generate <model_dir> (--ids 1,2,3 | --prompt "text") --max-tokens N [--temperature T] [--seed S]`;
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h') {
+    process.stdout.write(USAGE + '\n');
+    return;
+  }
+  const run = COMMANDS[command];
+  if (!run) throw new CliError(`unknown command "${command}"\n${USAGE}`);
+  await run(rest);
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  const message = e instanceof Error ? e.message : String(e);
+  process.stderr.write(`hymba: ${message.split('\n')[0]}\n`);
+  if (process.env.HYMBA_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+  process.exitCode = e instanceof CliError ? 2 : 1;
+});

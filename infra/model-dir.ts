@@ -1,0 +1,72 @@
+// Open a model directory from disk: a converted one as is, or a Hugging Face checkpoint converted in memory.
+
+import { access, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { openCheckpoint } from '../engine/checkpoint.js';
+import { convertCheckpoint, type ConvertOptions } from '../engine/convert.js';
+import { MANIFEST_FILE } from '../engine/manifest.js';
+import { HymbaEngine, type ModelSource } from '../engine/model.js';
+import { dirCheckpointSource } from './node-files.js';
+import { initNodeOrt } from './node-ort.js';
+
+export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model'];
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+export function dirModelSource(dir: string): ModelSource {
+  const read = async (name: string): Promise<Buffer | null> => {
+    try {
+      return await readFile(join(dir, name));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+  };
+  return {
+    readText: async (name) => (await read(name))?.toString('utf8') ?? null,
+    readBytes: async (name) => {
+      const b = await read(name);
+      return b ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength) : null;
+    },
+  };
+}
+
+/** Convert a Hugging Face directory, calling `write` for every output file (tokenizer files included). */
+export async function convertDir(
+  hfDir: string,
+  opts: Omit<ConvertOptions, 'tokenizer'>,
+  write: (name: string, bytes: Uint8Array) => Promise<void>,
+): Promise<void> {
+  initNodeOrt();
+  const src = dirModelSource(hfDir);
+  const tokenizer = await exists(join(hfDir, 'tokenizer.json'));
+  const ckpt = await openCheckpoint(dirCheckpointSource(hfDir));
+  try {
+    await convertCheckpoint(ckpt, { ...opts, tokenizer }, write);
+  } finally {
+    await ckpt.close();
+  }
+  for (const name of TOKENIZER_FILES) {
+    const bytes = await src.readBytes(name);
+    if (bytes) await write(name, bytes);
+  }
+}
+
+/** Load a converted directory, or convert a Hugging Face one in memory (f32) and load that. */
+export async function openModelDir(dir: string): Promise<HymbaEngine> {
+  initNodeOrt();
+  if (await exists(join(dir, MANIFEST_FILE))) return HymbaEngine.load(dirModelSource(dir));
+  if (!(await exists(join(dir, 'config.json'))))
+    throw new Error(`${dir} is neither a converted model (${MANIFEST_FILE}) nor a Hugging Face checkpoint (config.json)`);
+  const files = new Map<string, Uint8Array>();
+  await convertDir(dir, { dtype: 'f32' }, async (name, bytes) => void files.set(name, bytes));
+  return HymbaEngine.load({
+    readText: async (name) => (files.has(name) ? new TextDecoder().decode(files.get(name)) : null),
+    readBytes: async (name) => files.get(name) ?? null,
+  });
+}
