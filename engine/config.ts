@@ -266,8 +266,7 @@ function checkSupported(c: HymbaConfig): void {
   const dIn = c.mamba_expand * c.hidden_size;
   if (dIn % c.num_attention_heads !== 0) fail('mamba_expand', 'd_inner must divide evenly into the heads');
   const L = c.num_hidden_layers;
-  for (const i of c.global_attn_idx)
-    if (i < 0 || i >= L) fail('global_attn_idx', `layer ${i} is outside 0..${L - 1}`);
+  for (const i of c.global_attn_idx) if (i < 0 || i >= L) fail('global_attn_idx', `layer ${i} is outside 0..${L - 1}`);
   if (c.layer_type !== null) {
     if (c.layer_type.length !== L) fail('layer_type', `must list ${L} layers`);
     if (c.layer_type.some((t) => t !== 'h')) fail('layer_type', 'only hybrid "h" layers are supported');

@@ -38,7 +38,12 @@ async function stageWeights(ckpt: Checkpoint, spec: StageSpec): Promise<WeightMa
   const names: string[] = [];
   for (let i = spec.first; i < spec.last; i++) names.push(...layerTensorShapes(ckpt.dims, i).map(([n]) => n));
   for (const [n] of globalTensorShapes(ckpt.dims)) {
-    const needed = n === 'model.embed_tokens.weight' ? spec.embed || spec.head : n === 'model.memory_tokens' ? spec.embed : spec.head;
+    const needed =
+      n === 'model.embed_tokens.weight'
+        ? spec.embed || spec.head
+        : n === 'model.memory_tokens'
+          ? spec.embed
+          : spec.head;
     if (needed) names.push(n);
   }
   const w: WeightMap = new Map();

@@ -46,6 +46,9 @@ export function parseManifest(text: string): Manifest {
     throw new Error(`${MANIFEST_FILE} is not valid JSON`);
   }
   const parsed = ManifestSchema.safeParse(raw);
-  if (!parsed.success) throw new Error(`${MANIFEST_FILE} is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!parsed.success)
+    throw new Error(
+      `${MANIFEST_FILE} is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   return parsed.data;
 }

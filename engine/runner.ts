@@ -58,7 +58,11 @@ export class HymbaRunner {
     const { V, M } = this.model.dims;
     if (count <= 0) return;
     if (state.position + count > M) throw new InputError(`only ${M - state.position} meta tokens remain`);
-    await this.forwardRaw(state, Array.from({ length: count }, (_, j) => V + state.position + j), 'none');
+    await this.forwardRaw(
+      state,
+      Array.from({ length: count }, (_, j) => V + state.position + j),
+      'none',
+    );
   }
 
   /** A TokenStepper over one state, for the generation loop. */

@@ -199,7 +199,9 @@ export function deserializeState(d: HymbaDims, bytes: Uint8Array, fingerprint: s
     if (!(index >= 0 && index < d.L)) throw new StateFormatError(`layer ${index} is outside the model`);
     const producer = isProducer(d, index);
     if (producer && kvLen !== kvEntries(d, index, header.position))
-      throw new StateFormatError(`layer ${index} holds ${kvLen} K/V entries, expected ${kvEntries(d, index, header.position)}`);
+      throw new StateFormatError(
+        `layer ${index} holds ${kvLen} K/V entries, expected ${kvEntries(d, index, header.position)}`,
+      );
     state.layers[index] = {
       conv: take((d.dConv - 1) * d.dIn, 'f32'),
       ssm: take(d.dIn * d.dState, 'f32'),

@@ -9,7 +9,12 @@ import { HymbaEngine, type ModelSource } from '../engine/model.js';
 import { dirCheckpointSource } from './node-files.js';
 import { initNodeOrt } from './node-ort.js';
 
-export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model'];
+export const TOKENIZER_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'tokenizer.model',
+];
 
 async function exists(path: string): Promise<boolean> {
   return access(path).then(
@@ -62,7 +67,9 @@ export async function openModelDir(dir: string): Promise<HymbaEngine> {
   initNodeOrt();
   if (await exists(join(dir, MANIFEST_FILE))) return HymbaEngine.load(dirModelSource(dir));
   if (!(await exists(join(dir, 'config.json'))))
-    throw new Error(`${dir} is neither a converted model (${MANIFEST_FILE}) nor a Hugging Face checkpoint (config.json)`);
+    throw new Error(
+      `${dir} is neither a converted model (${MANIFEST_FILE}) nor a Hugging Face checkpoint (config.json)`,
+    );
   const files = new Map<string, Uint8Array>();
   await convertDir(dir, { dtype: 'f32' }, async (name, bytes) => void files.set(name, bytes));
   return HymbaEngine.load({

@@ -1,6 +1,14 @@
 // A small graph builder over proto.ts: ops return the names of their outputs, so graph code reads like maths.
 
-import { DataType, type AttrValue, type DataTypeId, type Dim, type GraphDef, type NodeDef, type TensorInit } from './proto.js';
+import {
+  DataType,
+  type AttrValue,
+  type DataTypeId,
+  type Dim,
+  type GraphDef,
+  type NodeDef,
+  type TensorInit,
+} from './proto.js';
 
 export type WeightDtype = 'f32' | 'f16';
 
@@ -32,14 +40,50 @@ function floatBytes(values: number[]): Uint8Array {
 
 export class GraphBuilder {
   readonly nodes: NodeDef[] = [];
-  readonly consts: TensorInit[] = [];
-  readonly weights: PendingWeight[] = [];
   readonly inputs: GraphDef['inputs'] = [];
   readonly outputs: GraphDef['outputs'] = [];
-  private counter = 0;
   private scope = '';
+  /** constants, weights and the name counter live in the root graph; subgraphs see them as outer scope */
+  private readonly root: GraphBuilder;
+  readonly consts: TensorInit[] = [];
+  readonly weights: PendingWeight[] = [];
+  private counter = 0;
   private constCache = new Map<string, string>();
   private weightValues = new Map<string, string>();
+
+  constructor(parent?: GraphBuilder) {
+    this.root = parent ? parent.root : this;
+    if (parent) this.scope = parent.scope;
+  }
+
+  /**
+   * An If node: each branch builds its values in a subgraph (reading outer values by name) and returns
+   * them; the node's outputs are the chosen branch's values, in order.
+   */
+  ifElse(cond: string, thenBranch: (b: GraphBuilder) => string[], elseBranch: (b: GraphBuilder) => string[]): string[] {
+    const branch = (fn: (b: GraphBuilder) => string[], label: string): GraphDef => {
+      const sub = new GraphBuilder(this);
+      const values = fn(sub);
+      const outputs = values.map((v, i) => {
+        const name = this.fresh(`${label}${i}`);
+        sub.nodes.push({ op: 'Identity', inputs: [v], outputs: [name], name });
+        return { name, dataType: DataType.FLOAT, shape: null };
+      });
+      return { name: this.fresh(label), nodes: sub.nodes, initializers: [], inputs: [], outputs };
+    };
+    const thenGraph = branch(thenBranch, 'then');
+    const elseGraph = branch(elseBranch, 'else');
+    const name = this.fresh('If');
+    const outputs = thenGraph.outputs.map((_, i) => `${name}:${i}`);
+    this.nodes.push({
+      op: 'If',
+      inputs: [cond],
+      outputs,
+      name,
+      attrs: { then_branch: { kind: 'graph', v: thenGraph }, else_branch: { kind: 'graph', v: elseGraph } },
+    });
+    return outputs;
+  }
 
   /** Prefix names of the nodes created inside fn (e.g. "layer3/ssm/"), for readable graphs and profiles. */
   within<R>(scope: string, fn: () => R): R {
@@ -53,7 +97,7 @@ export class GraphBuilder {
   }
 
   private fresh(op: string): string {
-    return `${this.scope}${op}_${this.counter++}`;
+    return `${this.scope}${op}_${this.root.counter++}`;
   }
 
   /** Add a node with several outputs. */
@@ -84,23 +128,25 @@ export class GraphBuilder {
 
   /** An int64 constant (shapes, axes, indices), shared between uses. */
   ints(values: number[], scalar = false): string {
+    const r = this.root;
     const key = `i${scalar ? 's' : ''}:${values.join(',')}`;
-    const cached = this.constCache.get(key);
+    const cached = r.constCache.get(key);
     if (cached) return cached;
-    const name = `const_${this.counter++}`;
-    this.consts.push({ name, dataType: DataType.INT64, dims: scalar ? [] : [values.length], raw: int64Bytes(values) });
-    this.constCache.set(key, name);
+    const name = `const_${r.counter++}`;
+    r.consts.push({ name, dataType: DataType.INT64, dims: scalar ? [] : [values.length], raw: int64Bytes(values) });
+    r.constCache.set(key, name);
     return name;
   }
 
   /** A float32 scalar constant. */
   float(value: number): string {
+    const r = this.root;
     const key = `f:${value}`;
-    const cached = this.constCache.get(key);
+    const cached = r.constCache.get(key);
     if (cached) return cached;
-    const name = `const_${this.counter++}`;
-    this.consts.push({ name, dataType: DataType.FLOAT, dims: [], raw: floatBytes([value]) });
-    this.constCache.set(key, name);
+    const name = `const_${r.counter++}`;
+    r.consts.push({ name, dataType: DataType.FLOAT, dims: [], raw: floatBytes([value]) });
+    r.constCache.set(key, name);
     return name;
   }
 
@@ -109,12 +155,13 @@ export class GraphBuilder {
    * which ONNX Runtime folds once at session creation: f16 halves what is stored and transferred.
    */
   weight(name: string, dims: number[], data: Float32Array, dtype: WeightDtype = 'f32'): string {
-    const seen = this.weightValues.get(name);
+    const r = this.root;
+    const seen = r.weightValues.get(name);
     if (seen) return seen; // a tied weight used twice is stored once
     if (data.length !== dims.reduce((a, b) => a * b, 1)) throw new Error(`weight ${name}: data does not match ${dims}`);
-    this.weights.push({ name, dims, data, dtype });
-    const value = dtype === 'f32' ? name : this.op('Cast', [name], { to: DataType.FLOAT });
-    this.weightValues.set(name, value);
+    r.weights.push({ name, dims, data, dtype });
+    const value = dtype === 'f32' ? name : r.op('Cast', [name], { to: DataType.FLOAT });
+    r.weightValues.set(name, value);
     return value;
   }
 
@@ -130,7 +177,13 @@ export class GraphBuilder {
   reshape = (a: string, shape: number[]): string => this.op('Reshape', [a, this.ints(shape)]);
   /** Reshape to a shape mixing constants and [1]-shaped int64 tensors (dynamic dimensions). */
   reshapeTo = (a: string, parts: (number | string)[]): string =>
-    this.op('Reshape', [a, this.concat(parts.map((p) => (typeof p === 'number' ? this.ints([p]) : p)), 0)]);
+    this.op('Reshape', [
+      a,
+      this.concat(
+        parts.map((p) => (typeof p === 'number' ? this.ints([p]) : p)),
+        0,
+      ),
+    ]);
   transpose = (a: string, perm: number[]): string => this.op('Transpose', [a], { perm });
   unsqueeze = (a: string, axes: number[]): string => this.op('Unsqueeze', [a, this.ints(axes)]);
   squeeze = (a: string, axes: number[]): string => this.op('Squeeze', [a, this.ints(axes)]);

@@ -18,7 +18,12 @@ export function emitGraph(b: GraphBuilder, name = 'hymba'): EmittedGraph {
     const src = w.dtype === 'f16' ? f32ToF16(w.data) : w.data;
     const raw = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
     weightBytes += raw.length;
-    initializers.push({ name: w.name, dataType: w.dtype === 'f16' ? DataType.FLOAT16 : DataType.FLOAT, dims: w.dims, raw });
+    initializers.push({
+      name: w.name,
+      dataType: w.dtype === 'f16' ? DataType.FLOAT16 : DataType.FLOAT,
+      dims: w.dims,
+      raw,
+    });
   }
   const graph = encodeModel({ name, nodes: b.nodes, initializers, inputs: b.inputs, outputs: b.outputs });
   return { graph, weightBytes };

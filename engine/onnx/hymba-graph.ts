@@ -24,13 +24,15 @@ export interface StageSpec {
 
 export interface GraphOptions {
   dtype: WeightDtype;
-  /** tokens per run the SSM scan supports: chunkLen * 2^carrySteps */
+  /** positions per first-level chunk of the parallel scan */
   scanChunk?: number;
-  scanCarrySteps?: number;
+  /** largest T one run must accept; the runner splits longer inputs. Longer runs cost more scan steps. */
+  maxRunTokens?: number;
 }
 
-/** Largest T one run accepts with the default scan settings (16 * 2^8). */
-export const DEFAULT_MAX_RUN_TOKENS = 16 * 2 ** 8;
+export const SCAN_CHUNK = 16;
+/** Default largest T per run: long enough for efficient prefill, short enough to bound activation memory. */
+export const DEFAULT_MAX_RUN_TOKENS = 256;
 
 /** Names of a layer's state tensors, as graph inputs; outputs append "_out". */
 export const stateNames = (i: number) => ({
@@ -66,7 +68,8 @@ export function buildStageGraph(model: ModelConfig, w: WeightMap, stage: StageSp
   const position = b.input('position', [], DataType.INT64);
   let x = stage.embed ? embed(b, dims, w, opts.dtype) : b.input('hidden_in', ['T', dims.H]);
   const ctx = runContext(b, dims, x, position);
-  for (let i = stage.first; i < stage.last; i++) x = b.within(`layer${i}`, () => hymbaLayer(b, dims, w, i, x, ctx, opts));
+  for (let i = stage.first; i < stage.last; i++)
+    x = b.within(`layer${i}`, () => hymbaLayer(b, dims, w, i, x, ctx, opts));
   if (stage.head) b.output(lmHead(b, dims, w, x, opts.dtype), 'logits', ['R', dims.V]);
   else b.output(x, 'hidden_out', ['T', dims.H]);
   return b;
@@ -236,9 +239,16 @@ function ssmBranch(
   const dt = rmsNorm(b, dtRaw, vector(b, w, `${p}dt_layernorm.weight`), d.eps); // [T, R]
   const B = rmsNorm(b, Braw, vector(b, w, `${p}B_layernorm.weight`), d.eps); // [T, N]
   const C = rmsNorm(b, Craw, vector(b, w, `${p}C_layernorm.weight`), d.eps); // [T, N]
-  const delta = b.op('Softplus', [b.add(linear(b, w, `${p}dt_proj.0.weight`, dt, opts.dtype), vector(b, w, `${p}dt_proj.0.bias`))]); // [T, d_in]
+  const delta = b.op('Softplus', [
+    b.add(linear(b, w, `${p}dt_proj.0.weight`, dt, opts.dtype), vector(b, w, `${p}dt_proj.0.bias`)),
+  ]); // [T, d_in]
   const Alog = weight(w, `${p}A_log.0`);
-  const A = b.weight(`${p}A`, Alog.dims, Alog.data.map((v) => -Math.exp(v)), 'f32'); // [d_in, N]
+  const A = b.weight(
+    `${p}A`,
+    Alog.dims,
+    Alog.data.map((v) => -Math.exp(v)),
+    'f32',
+  ); // [d_in, N]
   const delta3 = b.unsqueeze(delta, [2]); // [T, d_in, 1]
   const decay = b.exp(b.mul(delta3, A)); // [T, d_in, N]
   const drive = b.mul(b.mul(delta3, b.unsqueeze(uc, [2])), b.unsqueeze(B, [1])); // [T, d_in, N]
@@ -267,15 +277,36 @@ function causalConv(b: GraphBuilder, d: HymbaDims, w: WeightMap, i: number, u: s
 }
 
 /**
- * s_t = a_t * s_{t-1} + b_t for all t at once, without a per-position op chain.
- * Two levels of Hillis-Steele scans over (a, b) pairs, composed as (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2):
- * within chunks of Q = min(chunk, T) positions, then over the chunk totals; every shift pads with the identity
- * (a=1, b=0), so a step whose offset exceeds the length is a no-op and one graph serves any T (decode: T=1).
+ * s_t = a_t * s_{t-1} + b_t for every t of the run. One decode step (T = 1) is a single update; longer runs
+ * use the parallel scan below instead of a per-position op chain. Returns the states [T, d_in, N].
  */
 function selectiveScan(b: GraphBuilder, d: HymbaDims, a: string, bb: string, s0: string, opts: GraphOptions): string {
-  const chunk = opts.scanChunk ?? 16;
-  const carrySteps = opts.scanCarrySteps ?? 8;
   const T = b.dim(a, 0);
+  const oneToken = b.op('Equal', [T, b.ints([1])]);
+  const [states] = b.ifElse(
+    oneToken,
+    (s) => [s.add(s.mul(a, s.unsqueeze(s0, [0])), bb)],
+    (s) => [parallelScan(s, d, a, bb, s0, T, opts)],
+  );
+  return states!;
+}
+
+/**
+ * Two levels of Hillis-Steele scans over (a, b) pairs, composed as (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2):
+ * within chunks of Q = min(chunk, T) positions, then over the chunk totals. Every shift pads with the
+ * identity (a=1, b=0), so a step whose offset exceeds the length is a no-op and any T up to the limit works.
+ */
+function parallelScan(
+  b: GraphBuilder,
+  d: HymbaDims,
+  a: string,
+  bb: string,
+  s0: string,
+  T: string,
+  opts: GraphOptions,
+): string {
+  const chunk = opts.scanChunk ?? SCAN_CHUNK;
+  const carrySteps = Math.ceil(Math.log2(Math.max(1, (opts.maxRunTokens ?? DEFAULT_MAX_RUN_TOKENS) / chunk)));
   const Q = b.op('Min', [T, b.ints([chunk])]);
   const nC = b.div(b.sub(b.add(T, Q), b.ints([1])), Q); // ceil(T / Q)
   const padLen = b.sub(b.mul(nC, Q), T);
@@ -283,20 +314,27 @@ function selectiveScan(b: GraphBuilder, d: HymbaDims, a: string, bb: string, s0:
   const toChunks = (x: string, fill: number): string =>
     b.reshapeTo(b.op('Pad', [x, padPairs, b.float(fill)]), [nC, Q, d.dIn, d.dState]); // [nC, Q, d_in, N]
   let [A1, B1] = [toChunks(a, 1), toChunks(bb, 0)];
-  for (let off = 1; off < chunk; off *= 2) [A1, B1] = scanStep(b, A1, B1, 1, off, 4);
+  for (let off = 1; off < chunk; off *= 2) [A1, B1] = scanStep(b, A1, B1, 1, off, 4, Q);
   // carry across chunks: cumulative (a, b) of each chunk's total
   let A2 = b.squeeze(b.slice(A1, 1, -1, TO_END), [1]); // [nC, d_in, N]
   let B2 = b.squeeze(b.slice(B1, 1, -1, TO_END), [1]);
-  for (let s = 0, off = 1; s < carrySteps; s++, off *= 2) [A2, B2] = scanStep(b, A2, B2, 0, off, 3);
+  for (let s = 0, off = 1; s < carrySteps; s++, off *= 2) [A2, B2] = scanStep(b, A2, B2, 0, off, 3, nC);
   const ends = b.add(b.mul(A2, b.unsqueeze(s0, [0])), B2); // state after each chunk [nC, d_in, N]
   const entering = b.slice(b.concat([b.unsqueeze(s0, [0]), ends], 0), 0, 0, nC); // state before each chunk
   const states = b.add(b.mul(A1, b.unsqueeze(entering, [1])), B1); // [nC, Q, d_in, N]
   return b.slice(b.reshape(states, [-1, d.dIn, d.dState]), 0, 0, T); // [T, d_in, N]
 }
 
-/** One Hillis-Steele step along `axis`: combine each element with the one `off` positions earlier. */
-function scanStep(b: GraphBuilder, A: string, B: string, axis: number, off: number, rank: number): [string, string] {
-  const len = b.dim(A, axis);
+/** One Hillis-Steele step along `axis` (of length `len`): combine each element with the one `off` earlier. */
+function scanStep(
+  b: GraphBuilder,
+  A: string,
+  B: string,
+  axis: number,
+  off: number,
+  rank: number,
+  len: string,
+): [string, string] {
   const pads = new Array<number>(2 * rank).fill(0);
   pads[axis] = off;
   const shift = (x: string, fill: number): string =>

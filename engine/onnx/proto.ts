@@ -83,7 +83,8 @@ export type AttrValue =
   | { kind: 'float'; v: number }
   | { kind: 'ints'; v: number[] }
   | { kind: 'string'; v: string }
-  | { kind: 'tensor'; v: TensorInit };
+  | { kind: 'tensor'; v: TensorInit }
+  | { kind: 'graph'; v: GraphDef };
 
 export interface NodeDef {
   op: string;
@@ -100,7 +101,8 @@ export type Dim = number | string;
 export interface ValueInfo {
   name: string;
   dataType: DataTypeId;
-  shape: Dim[];
+  /** null: rank unknown (subgraph outputs) */
+  shape: Dim[] | null;
 }
 
 export interface GraphDef {
@@ -133,7 +135,7 @@ function tensorBytes(t: TensorInit): Uint8Array {
   return w.finish();
 }
 
-const ATTR_TYPE = { float: 1, int: 2, string: 3, tensor: 4, ints: 7 } as const;
+const ATTR_TYPE = { float: 1, int: 2, string: 3, tensor: 4, graph: 5, ints: 7 } as const;
 
 function attrBytes(name: string, a: AttrValue): Uint8Array {
   const w = new Writer();
@@ -150,6 +152,9 @@ function attrBytes(name: string, a: AttrValue): Uint8Array {
       break;
     case 'tensor':
       w.bytes(5, tensorBytes(a.v));
+      break;
+    case 'graph':
+      w.bytes(6, graphBytes(a.v));
       break;
     case 'ints':
       for (const v of a.v) w.int(8, v);
@@ -171,16 +176,18 @@ function nodeBytes(n: NodeDef): Uint8Array {
 }
 
 function valueInfoBytes(v: ValueInfo): Uint8Array {
-  const shape = new Writer();
-  for (const d of v.shape) {
-    const dim = new Writer();
-    if (typeof d === 'number') dim.int(1, d);
-    else dim.string(2, d);
-    shape.bytes(1, dim.finish());
-  }
   const tensorType = new Writer();
   tensorType.int(1, v.dataType);
-  tensorType.bytes(2, shape.finish());
+  if (v.shape) {
+    const shape = new Writer();
+    for (const d of v.shape) {
+      const dim = new Writer();
+      if (typeof d === 'number') dim.int(1, d);
+      else dim.string(2, d);
+      shape.bytes(1, dim.finish());
+    }
+    tensorType.bytes(2, shape.finish());
+  }
   const type = new Writer();
   type.bytes(1, tensorType.finish());
   const w = new Writer();

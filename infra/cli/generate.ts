@@ -15,7 +15,8 @@ export async function runGenerate(argv: string[]): Promise<void> {
     },
     1,
   );
-  if ((values.ids === undefined) === (values.prompt === undefined)) throw new CliError('give exactly one of --ids or --prompt');
+  if ((values.ids === undefined) === (values.prompt === undefined))
+    throw new CliError('give exactly one of --ids or --prompt');
   const engine = await openModelDir(positionals[0]!);
   const tok = engine.tokenizer;
   let prompt: number[];

@@ -94,7 +94,8 @@ describe('resumption is exact', () => {
     const once = await tiny.engine.runner.forward(tiny.engine.newState(), ids, 'all');
     const state = tiny.engine.newState();
     const parts: Float32Array[] = [];
-    for (let i = 0; i < ids.length; i += 7) parts.push((await tiny.engine.runner.forward(state, ids.slice(i, i + 7), 'all')).logits);
+    for (let i = 0; i < ids.length; i += 7)
+      parts.push((await tiny.engine.runner.forward(state, ids.slice(i, i + 7), 'all')).logits);
     expect(maxDiff(concat(parts), once.logits)).toBeLessThanOrEqual(1e-4);
   });
 });
@@ -105,7 +106,9 @@ describe('f16 weights', () => {
     try {
       const ids = tokenSequence(50, f16.model.dims.V, 3);
       const { logits } = await f16.engine.runner.forward(f16.engine.newState(), ids, 'all');
-      expect(maxAbsDiff(logits, referenceForward(f16.model, f16.weights, ids), f16.model.dims.V)).toBeLessThanOrEqual(1e-3);
+      expect(maxAbsDiff(logits, referenceForward(f16.model, f16.weights, ids), f16.model.dims.V)).toBeLessThanOrEqual(
+        1e-3,
+      );
       expect(f16.engine.fingerprint).not.toBe(tiny.engine.fingerprint);
     } finally {
       await f16.cleanup();
