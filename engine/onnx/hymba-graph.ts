@@ -32,7 +32,7 @@ export interface GraphOptions {
 
 export const SCAN_CHUNK = 16;
 /** Default largest T per run: long enough for efficient prefill, short enough to bound activation memory. */
-export const DEFAULT_MAX_RUN_TOKENS = 256;
+export const DEFAULT_MAX_RUN_TOKENS = 128;
 
 /** Names of a layer's state tensors, as graph inputs; outputs append "_out". */
 export const stateNames = (i: number) => ({
@@ -280,7 +280,14 @@ function causalConv(b: GraphBuilder, d: HymbaDims, w: WeightMap, i: number, u: s
  * s_t = a_t * s_{t-1} + b_t for every t of the run. One decode step (T = 1) is a single update; longer runs
  * use the parallel scan below instead of a per-position op chain. Returns the states [T, d_in, N].
  */
-function selectiveScan(b: GraphBuilder, d: HymbaDims, a: string, bb: string, s0: string, opts: GraphOptions): string {
+export function selectiveScan(
+  b: GraphBuilder,
+  d: HymbaDims,
+  a: string,
+  bb: string,
+  s0: string,
+  opts: GraphOptions,
+): string {
   const T = b.dim(a, 0);
   const oneToken = b.op('Equal', [T, b.ints([1])]);
   const [states] = b.ifElse(

@@ -5,19 +5,22 @@ import { runGenerate } from './generate.js';
 import { runLogits } from './logits.js';
 import { runMakeTestModel } from './make-test-model.js';
 import { CliError } from './args.js';
+import { runEngineBench } from '../bench/engine-bench.js';
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   convert: runConvert,
   logits: runLogits,
   generate: runGenerate,
   'make-test-model': runMakeTestModel,
+  bench: runEngineBench,
 };
 
 const USAGE = `usage: hymba <command> [options]
   make-test-model <dir> --preset tiny|hymba-125m|hymba-350m|hymba-1.5b [--layers N] [--seed S]
   convert <hf_dir> <out_dir> [--dtype f32|f16]
   logits <model_dir> --ids 1,2,3
-  generate <model_dir> (--ids 1,2,3 | --prompt "text") --max-tokens N [--temperature T] [--seed S]`;
+  generate <model_dir> (--ids 1,2,3 | --prompt "text") --max-tokens N [--temperature T] [--seed S]
+  bench [--json <file>]`;
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
