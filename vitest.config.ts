@@ -1,3 +1,4 @@
+import { cloudflareTest } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -11,6 +12,18 @@ export default defineConfig({
           testTimeout: 120_000,
           hookTimeout: 300_000,
           pool: 'forks',
+        },
+      },
+      {
+        // inside workerd (Durable Objects with SQLite, R2) via @cloudflare/vitest-pool-workers
+        plugins: [cloudflareTest({ wrangler: { configPath: './wrangler.toml' } })],
+        test: {
+          name: 'workerd',
+          include: ['tests/workerd/**/*.test.ts'],
+          // Node side: writes the tiny model and Node's reference logits, handed over with provide/inject
+          globalSetup: ['tests/workerd/global-setup.ts'],
+          testTimeout: 120_000,
+          hookTimeout: 300_000,
         },
       },
     ],

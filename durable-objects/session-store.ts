@@ -1,0 +1,274 @@
+// A session's SQLite storage: transcript, turn log and model-state snapshots (chunked into rows <= 1 MiB,
+// under the 2 MB row limit). Every turn commits in one transaction; the transcript is the source of truth and
+// snapshots are a cache that can always be recomputed from it.
+
+import type { ChatMessage } from '../engine/chat-template.js';
+
+const SCHEMA_VERSION = 1;
+const CHUNK_BYTES = 1 << 20;
+
+export interface SnapshotInfo {
+  id: number;
+  fingerprint: string;
+  /** the token ids the state has processed, meta tokens excluded */
+  tokens: number[];
+  bytes: number;
+  turn: number;
+}
+
+export interface TurnRecord {
+  turn: number;
+  promptTokens: number;
+  completionTokens: number;
+  cachedTokens: number;
+  finishReason: string;
+  snapshotId: number | null;
+  created: number;
+}
+
+export interface StoredMessage extends ChatMessage {
+  turn: number;
+}
+
+export interface SessionMeta {
+  created: number;
+  owner: string | null;
+  kind: 'session' | 'cache';
+}
+
+export interface CommitTurn {
+  messages: ChatMessage[];
+  promptTokens: number;
+  completionTokens: number;
+  cachedTokens: number;
+  finishReason: string;
+  snapshot: { fingerprint: string; tokens: number[]; bytes: Uint8Array } | null;
+  /** snapshots kept after the commit (newest first) */
+  keepSnapshots: number;
+}
+
+const idsToBlob = (ids: number[]): ArrayBuffer => Uint32Array.from(ids).buffer;
+const blobToIds = (b: ArrayBuffer): number[] => Array.from(new Uint32Array(b.slice(0)));
+
+export class SessionStore {
+  constructor(
+    private readonly sql: SqlStorage,
+    private readonly storage: DurableObjectStorage,
+  ) {
+    this.migrate();
+  }
+
+  private migrate(): void {
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`);
+    const row = this.sql.exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'schema'`).toArray()[0];
+    if (row && Number(row.value) === SCHEMA_VERSION) return;
+    this.storage.transactionSync(() => {
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS messages (
+        seq INTEGER PRIMARY KEY, turn INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, extra TEXT)`);
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS turns (
+        turn INTEGER PRIMARY KEY, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, snapshot_id INTEGER, created INTEGER NOT NULL)`);
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS snapshots (
+        id INTEGER PRIMARY KEY, turn INTEGER NOT NULL, fingerprint TEXT NOT NULL, tokens BLOB NOT NULL,
+        n_tokens INTEGER NOT NULL, bytes INTEGER NOT NULL, chunks INTEGER NOT NULL)`);
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS snapshot_chunks (
+        snapshot_id INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (snapshot_id, seq))`);
+      this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)`, String(SCHEMA_VERSION));
+    });
+  }
+
+  meta(): SessionMeta | null {
+    const rows = this.sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta`).toArray();
+    const m = new Map(rows.map((r) => [r.key, r.value]));
+    if (!m.has('created')) return null;
+    return {
+      created: Number(m.get('created')),
+      owner: m.get('owner') ?? null,
+      kind: m.get('kind') === 'cache' ? 'cache' : 'session',
+    };
+  }
+
+  create(meta: { owner: string | null; kind: SessionMeta['kind']; messages?: ChatMessage[] }): void {
+    this.storage.transactionSync(() => {
+      this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('created', ?)`, String(Date.now()));
+      this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('kind', ?)`, meta.kind);
+      if (meta.owner !== null)
+        this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('owner', ?)`, meta.owner);
+      for (const m of meta.messages ?? []) this.insertMessage(0, m);
+    });
+  }
+
+  messages(upToTurn = Infinity): StoredMessage[] {
+    return this.sql
+      .exec<{ turn: number; role: string; content: string; extra: string | null }>(
+        `SELECT turn, role, content, extra FROM messages ORDER BY seq`,
+      )
+      .toArray()
+      .filter((r) => r.turn <= upToTurn)
+      .map((r) => ({
+        turn: r.turn,
+        role: r.role as ChatMessage['role'],
+        content: r.content,
+        ...(r.extra ? JSON.parse(r.extra) : {}),
+      }));
+  }
+
+  turns(): TurnRecord[] {
+    return this.sql
+      .exec<{
+        turn: number;
+        prompt_tokens: number;
+        completion_tokens: number;
+        cached_tokens: number;
+        finish_reason: string;
+        snapshot_id: number | null;
+        created: number;
+      }>(`SELECT * FROM turns ORDER BY turn`)
+      .toArray()
+      .map((r) => ({
+        turn: r.turn,
+        promptTokens: r.prompt_tokens,
+        completionTokens: r.completion_tokens,
+        cachedTokens: r.cached_tokens,
+        finishReason: r.finish_reason,
+        snapshotId: r.snapshot_id,
+        created: r.created,
+      }));
+  }
+
+  lastTurn(): number {
+    const r = this.sql.exec<{ t: number | null }>(`SELECT MAX(turn) AS t FROM turns`).toArray()[0];
+    return r?.t ?? 0;
+  }
+
+  /** Snapshot descriptions, newest first (without their bytes). */
+  snapshots(): SnapshotInfo[] {
+    return this.sql
+      .exec<{ id: number; turn: number; fingerprint: string; tokens: ArrayBuffer; bytes: number }>(
+        `SELECT id, turn, fingerprint, tokens, bytes FROM snapshots ORDER BY id DESC`,
+      )
+      .toArray()
+      .map((r) => ({
+        id: r.id,
+        turn: r.turn,
+        fingerprint: r.fingerprint,
+        tokens: blobToIds(r.tokens),
+        bytes: r.bytes,
+      }));
+  }
+
+  /** The snapshot's bytes, reassembled from its chunks; null when rows are missing. */
+  snapshotBytes(id: number): Uint8Array | null {
+    const info = this.sql
+      .exec<{ bytes: number; chunks: number }>(`SELECT bytes, chunks FROM snapshots WHERE id = ?`, id)
+      .toArray()[0];
+    if (!info) return null;
+    const chunks = this.sql
+      .exec<{ seq: number; data: ArrayBuffer }>(
+        `SELECT seq, data FROM snapshot_chunks WHERE snapshot_id = ? ORDER BY seq`,
+        id,
+      )
+      .toArray();
+    if (chunks.length !== info.chunks) return null;
+    const out = new Uint8Array(info.bytes);
+    let o = 0;
+    for (const c of chunks) {
+      const part = new Uint8Array(c.data);
+      if (o + part.length > out.length) return null;
+      out.set(part, o);
+      o += part.length;
+    }
+    return o === info.bytes ? out : null;
+  }
+
+  deleteSnapshot(id: number): void {
+    this.storage.transactionSync(() => this.dropSnapshot(id));
+  }
+
+  /** Append the turn's messages, its log row and its snapshot atomically; then trim old snapshots. */
+  commitTurn(c: CommitTurn): { turn: number; snapshotId: number | null } {
+    return this.storage.transactionSync(() => {
+      const turn = this.lastTurn() + 1;
+      for (const m of c.messages) this.insertMessage(turn, m);
+      const snapshotId = c.snapshot ? this.insertSnapshot(turn, c.snapshot) : null;
+      this.sql.exec(
+        `INSERT INTO turns (turn, prompt_tokens, completion_tokens, cached_tokens, finish_reason, snapshot_id, created)
+         VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        turn,
+        c.promptTokens,
+        c.completionTokens,
+        c.cachedTokens,
+        c.finishReason,
+        snapshotId,
+        Date.now(),
+      );
+      const old = this.snapshots().slice(c.keepSnapshots);
+      for (const s of old) this.dropSnapshot(s.id);
+      return { turn, snapshotId };
+    });
+  }
+
+  /** Bytes of all stored snapshots. */
+  snapshotBytesTotal(): number {
+    const r = this.sql.exec<{ b: number | null }>(`SELECT SUM(bytes) AS b FROM snapshots`).toArray()[0];
+    return r?.b ?? 0;
+  }
+
+  /** Copy a snapshot in as-is (forks). */
+  importSnapshot(turn: number, s: { fingerprint: string; tokens: number[]; bytes: Uint8Array }): void {
+    this.storage.transactionSync(() => void this.insertSnapshot(turn, s));
+  }
+
+  importTurns(turns: TurnRecord[], messages: StoredMessage[]): void {
+    this.storage.transactionSync(() => {
+      for (const m of messages) this.insertMessage(m.turn, m);
+      for (const t of turns)
+        this.sql.exec(
+          `INSERT INTO turns (turn, prompt_tokens, completion_tokens, cached_tokens, finish_reason, snapshot_id, created)
+           VALUES (?, ?, ?, ?, ?, NULL, ?)`,
+          t.turn,
+          t.promptTokens,
+          t.completionTokens,
+          t.cachedTokens,
+          t.finishReason,
+          t.created,
+        );
+    });
+  }
+
+  private insertMessage(turn: number, m: ChatMessage): void {
+    const { role, content, ...rest } = m;
+    delete (rest as { turn?: number }).turn;
+    const extra = Object.keys(rest).length > 0 ? JSON.stringify(rest) : null;
+    this.sql.exec(`INSERT INTO messages (turn, role, content, extra) VALUES (?, ?, ?, ?)`, turn, role, content, extra);
+  }
+
+  private insertSnapshot(turn: number, s: { fingerprint: string; tokens: number[]; bytes: Uint8Array }): number {
+    const chunks = Math.ceil(s.bytes.length / CHUNK_BYTES);
+    const id = this.sql
+      .exec<{ id: number }>(
+        `INSERT INTO snapshots (turn, fingerprint, tokens, n_tokens, bytes, chunks) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+        turn,
+        s.fingerprint,
+        idsToBlob(s.tokens),
+        s.tokens.length,
+        s.bytes.length,
+        chunks,
+      )
+      .one().id;
+    for (let k = 0; k < chunks; k++)
+      this.sql.exec(
+        `INSERT INTO snapshot_chunks (snapshot_id, seq, data) VALUES (?, ?, ?)`,
+        id,
+        k,
+        s.bytes.slice(k * CHUNK_BYTES, (k + 1) * CHUNK_BYTES).buffer,
+      );
+    return id;
+  }
+
+  private dropSnapshot(id: number): void {
+    this.sql.exec(`DELETE FROM snapshot_chunks WHERE snapshot_id = ?`, id);
+    this.sql.exec(`DELETE FROM snapshots WHERE id = ?`, id);
+    this.sql.exec(`UPDATE turns SET snapshot_id = NULL WHERE snapshot_id = ?`, id);
+  }
+}

@@ -1,0 +1,240 @@
+// One turn of a session: tokenize, resume from the newest snapshot whose tokens prefix the prompt, process
+// only the new tokens, generate, and commit transcript + snapshot atomically. A turn that fails or whose
+// client goes away commits nothing: the session stays exactly as it was before the turn.
+
+import {
+  renderChat,
+  templateEmitsBos,
+  HYMBA_INSTRUCT_CHAT_TEMPLATE,
+  type ChatMessage,
+} from '../engine/chat-template.js';
+import { generate, type GenerateResult, type GeneratedToken } from '../engine/generate.js';
+import type { HymbaEngine } from '../engine/model.js';
+import { cloneState, deserializeState, serializeState, type HymbaState } from '../engine/state.js';
+import type { ApiErrorBody, TokenLogprob, TurnEvent, TurnPrompt, TurnRequest } from './protocol.js';
+import type { SessionStore } from './session-store.js';
+
+/** A request the turn cannot serve, with the HTTP status and OpenAI error it maps to. */
+export class TurnError extends Error {
+  constructor(readonly body: ApiErrorBody) {
+    super(body.message);
+    this.name = 'TurnError';
+  }
+}
+
+export const invalid = (message: string, param: string | null = null): TurnError =>
+  new TurnError({ status: 400, type: 'invalid_request_error', code: null, param, message });
+
+/** Snapshots kept per session after each commit (newest first). */
+export const KEEP_SNAPSHOTS = 4;
+
+/** The prompt as token ids, meta tokens excluded. */
+export function promptIds(engine: HymbaEngine, prompt: TurnPrompt): number[] {
+  const V = engine.model.dims.V;
+  if (prompt.kind === 'ids') {
+    if (prompt.ids.length === 0) throw invalid('the prompt is empty', 'prompt');
+    const bad = prompt.ids.find((id) => !Number.isInteger(id) || id < 0 || id >= V);
+    if (bad !== undefined) throw invalid(`token id ${bad} is outside the vocabulary [0, ${V})`, 'prompt');
+    return prompt.ids;
+  }
+  const tok = engine.tokenizer;
+  if (!tok) throw invalid('this model has no tokenizer: send the prompt as token ids', 'prompt');
+  let text: string;
+  if (prompt.kind === 'text') text = prompt.text;
+  else {
+    const template = tok.chatTemplate ?? HYMBA_INSTRUCT_CHAT_TEMPLATE;
+    try {
+      text = renderChat(template, prompt.messages, {
+        addGenerationPrompt: true,
+        bosToken: tok.bosToken,
+        eosToken: tok.eosToken,
+        ...(prompt.tools ? { tools: prompt.tools } : {}),
+      });
+    } catch (e) {
+      throw invalid(e instanceof Error ? e.message : String(e), 'messages');
+    }
+  }
+  const ids = tok.encode(text, { addBos: tok.addBosToken && !templateEmitsBos(text, tok.bosToken) });
+  if (ids.length === 0) throw invalid('the prompt is empty', 'prompt');
+  return ids;
+}
+
+const isPrefix = (prefix: number[], ids: number[]): boolean =>
+  prefix.length <= ids.length && prefix.every((id, i) => ids[i] === id);
+
+/**
+ * The newest usable snapshot whose tokens are a proper prefix of `ids` (at least one new token is needed for
+ * logits). Snapshots of another model, or that fail to decode (checksum, truncation), are deleted.
+ */
+function restore(
+  engine: HymbaEngine,
+  store: SessionStore | null,
+  ids: number[],
+): { state: HymbaState; cached: number } {
+  for (const s of store?.snapshots() ?? []) {
+    if (s.fingerprint !== engine.fingerprint) {
+      store!.deleteSnapshot(s.id);
+      continue;
+    }
+    if (s.tokens.length >= ids.length || !isPrefix(s.tokens, ids)) continue;
+    const bytes = store!.snapshotBytes(s.id);
+    try {
+      if (!bytes) throw new Error('snapshot rows are missing');
+      const state = deserializeState(engine.model.dims, bytes, engine.fingerprint);
+      if (state.position !== engine.model.dims.M + s.tokens.length) throw new Error('position does not match tokens');
+      return { state, cached: s.tokens.length };
+    } catch {
+      store!.deleteSnapshot(s.id); // the transcript is the truth: this state will be recomputed
+    }
+  }
+  return { state: engine.newState(), cached: 0 };
+}
+
+export interface TurnOptions {
+  /** messages to append to the transcript before the assistant reply (session API: the user message) */
+  newMessages: ChatMessage[];
+  signal?: AbortSignal;
+}
+
+function describe(engine: HymbaEngine, id: number, logprob: number): TokenLogprob {
+  const text = engine.tokenizer?.decode([id]) ?? '';
+  return { id, text, logprob };
+}
+
+function tokenLogprob(engine: HymbaEngine, t: GeneratedToken): TokenLogprob | undefined {
+  if (t.logprob === undefined) return undefined;
+  const out = describe(engine, t.id, t.logprob);
+  if (t.topLogprobs) out.top = t.topLogprobs.map((a) => describe(engine, a.id, a.logprob));
+  return out;
+}
+
+/** Length of the common prefix of two id lists. */
+function commonPrefix(a: number[], b: number[]): number {
+  let k = 0;
+  while (k < a.length && k < b.length && a[k] === b[k]) k++;
+  return k;
+}
+
+/**
+ * The state to store after a chat turn: the conversation as the template renders it with the reply (the
+ * exact ids the next prompt starts with), not the sampled ids, which may tokenize differently. Continues
+ * the live state when it is a prefix; otherwise re-runs the reply from the state before the last prompt token.
+ */
+async function canonicalState(
+  engine: HymbaEngine,
+  live: { state: HymbaState; tokens: number[] },
+  beforeLast: { state: HymbaState; tokens: number[] },
+  canonical: number[],
+): Promise<{ state: HymbaState; tokens: number[] }> {
+  const k = commonPrefix(canonical, live.tokens);
+  let base = live;
+  if (k < live.tokens.length) {
+    if (commonPrefix(canonical, beforeLast.tokens) < beforeLast.tokens.length) return live;
+    base = beforeLast;
+  }
+  if (canonical.length > base.tokens.length)
+    await engine.runner.forward(base.state, canonical.slice(base.tokens.length), 'none');
+  return { state: base.state, tokens: canonical };
+}
+
+/** The ids of the conversation with the reply appended, as the next turn's prompt will begin. */
+function renderedWithReply(engine: HymbaEngine, prompt: TurnPrompt, reply: string): number[] | null {
+  if (prompt.kind !== 'chat' || !engine.tokenizer) return null;
+  const tok = engine.tokenizer;
+  const text = renderChat(
+    tok.chatTemplate ?? HYMBA_INSTRUCT_CHAT_TEMPLATE,
+    [...prompt.messages, { role: 'assistant', content: reply }],
+    {
+      addGenerationPrompt: false,
+      bosToken: tok.bosToken,
+      eosToken: tok.eosToken,
+      ...(prompt.tools ? { tools: prompt.tools } : {}),
+    },
+  );
+  return tok.encode(text, { addBos: tok.addBosToken && !templateEmitsBos(text, tok.bosToken) });
+}
+
+/** Run one turn, yielding its events; commits to `store` (when given) only if it completes. */
+export async function* runTurn(
+  engine: HymbaEngine,
+  store: SessionStore | null,
+  req: TurnRequest,
+  opts: TurnOptions,
+): AsyncGenerator<TurnEvent> {
+  const { dims } = engine.model;
+  const ids = promptIds(engine, req.prompt);
+  const room = dims.maxPositions - dims.M - ids.length;
+  if (room < 1)
+    throw new TurnError({
+      status: 422,
+      type: 'invalid_request_error',
+      code: 'context_length_exceeded',
+      param: 'messages',
+      message: `the prompt has ${ids.length} tokens; this model's context holds ${dims.maxPositions - dims.M} (prompt and completion together)`,
+    });
+  const { state, cached } = restore(engine, store, ids);
+  // prefill all but the last prompt token here, keeping that state for the commit (see canonicalState)
+  if (ids.length - cached > 1) await engine.runner.forward(state, ids.slice(cached, -1), 'none');
+  const beforeLast = store ? { state: cloneState(state), tokens: ids.slice(0, -1) } : null;
+  const tok = engine.tokenizer;
+  const gen = generate(
+    engine.runner.stepper(state),
+    ids.slice(-1),
+    {
+      maxTokens: Math.min(req.maxTokens, room),
+      temperature: req.temperature,
+      ...(req.topP !== undefined ? { topP: req.topP } : {}),
+      ...(req.topK !== undefined ? { topK: req.topK } : {}),
+      ...(req.seed !== undefined ? { seed: req.seed } : {}),
+      stopTokenIds: engine.manifest.generation.eosTokenIds,
+      stopStrings: tok ? req.stop : [],
+      ...(req.logprobs !== undefined ? { logprobs: req.logprobs } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    },
+    tok ? () => tok.incrementalDecoder({ skipSpecial: true }) : undefined,
+  );
+  const start: TurnEvent = { type: 'start', promptTokens: ids.length, cachedTokens: cached };
+  if (req.returnTokenIds) start.promptIds = ids;
+  let started = false;
+  let text = '';
+  let completion = 0;
+  let r = await gen.next();
+  for (; !r.done; r = await gen.next()) {
+    if (!started) yield start;
+    started = true;
+    completion++;
+    text += r.value.text;
+    const lp = tokenLogprob(engine, r.value);
+    yield { type: 'token', id: r.value.id, text: r.value.text, ...(lp ? { logprob: lp } : {}) };
+  }
+  const result: GenerateResult = r.value;
+  if (result.finishReason === 'abort') return; // the client went away: nothing is committed
+  if (!started) yield start;
+  text += result.tail;
+  if (store && beforeLast) {
+    let kept = { state, tokens: [...ids.slice(0, -1), ...result.fedIds] };
+    const canonical = renderedWithReply(engine, req.prompt, text);
+    if (canonical) kept = await canonicalState(engine, kept, beforeLast, canonical);
+    store.commitTurn({
+      messages: [...opts.newMessages, { role: 'assistant', content: text }],
+      promptTokens: ids.length,
+      completionTokens: completion,
+      cachedTokens: cached,
+      finishReason: result.finishReason,
+      snapshot: {
+        fingerprint: engine.fingerprint,
+        tokens: kept.tokens,
+        bytes: serializeState(dims, kept.state, engine.fingerprint),
+      },
+      keepSnapshots: KEEP_SNAPSHOTS,
+    });
+  }
+  yield {
+    type: 'done',
+    finishReason: result.finishReason,
+    promptTokens: ids.length,
+    completionTokens: completion,
+    cachedTokens: cached,
+    tail: result.tail,
+  };
+}
