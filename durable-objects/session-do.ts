@@ -11,6 +11,10 @@ import { HymbaEngine, type ModelSource } from '../engine/model.js';
 import { initOrt } from '../engine/runtime/ort.js';
 import type { Env } from '../workers/env.js';
 import { r2ModelSource } from './r2-model-source.js';
+import type { ChatMessage } from '../engine/chat-template.js';
+import type { TurnEvent, TurnRequest } from './protocol.js';
+import { SessionStore, type SessionMeta, type StoredMessage, type TurnRecord } from './session-store.js';
+import { prepareTurn, runTurn, TurnError } from './turn.js';
 
 /** How the model of this isolate was loaded. */
 export interface EngineInfo {
@@ -115,9 +119,62 @@ function engineFor(env: Env, prefix: string): Promise<Loaded> {
   return loading;
 }
 
+/** How a turn reaches this object, which decides what it stores. */
+export type TurnMode =
+  /** the session API: the transcript is kept here; the request carries only the new user message */
+  | 'session'
+  /** prompt_cache_key: the client sends the whole history; snapshots are kept, no transcript */
+  | 'cache'
+  /** no key: compute only, nothing stored */
+  | 'ephemeral';
+
+export interface TurnCall {
+  mode: TurnMode;
+  owner: string | null;
+}
+
+/** The NDJSON events a turn stream carries: TurnEvents, preceded by `accepted` once the turn may run. */
+export type StreamEvent = TurnEvent | { type: 'accepted' };
+
+export interface SessionInfo {
+  created: number;
+  messages: StoredMessage[];
+  turns: TurnRecord[];
+  /** tokens the newest snapshot has processed (meta tokens excluded) */
+  stateTokens: number;
+  snapshots: number;
+  snapshotBytes: number;
+}
+
+const encoder = new TextEncoder();
+const line = (e: StreamEvent): Uint8Array => encoder.encode(JSON.stringify(e) + '\n');
+
+function errorEvent(e: unknown): StreamEvent {
+  if (e instanceof TurnError) return { type: 'error', error: e.body };
+  const message = e instanceof Error ? e.message : String(e);
+  return { type: 'error', error: { status: 500, type: 'server_error', code: null, param: null, message } };
+}
+
+const notFound = (what: string): TurnError =>
+  new TurnError({
+    status: 404,
+    type: 'invalid_request_error',
+    code: 'not_found',
+    param: null,
+    message: `${what} not found`,
+  });
+
 export class SessionDO extends DurableObject<Env> {
+  private busy = false;
+  private storeCache: SessionStore | null = null;
+
   private get prefix(): string {
     return this.env.MODEL_PREFIX;
+  }
+
+  private get store(): SessionStore {
+    this.storeCache ??= new SessionStore(this.ctx.storage.sql, this.ctx.storage);
+    return this.storeCache;
   }
 
   /** Load the model (once per isolate) and describe that load. */
@@ -133,4 +190,168 @@ export class SessionDO extends DurableObject<Env> {
     const forwardMs = performance.now() - t0;
     return { logits: out.logits, rows: out.rows, vocab: engine.model.dims.V, forwardMs };
   }
+
+  /** Create a session (session API). */
+  async create(owner: string | null, messages: ChatMessage[]): Promise<void> {
+    this.store.create({ owner, kind: 'session', messages });
+  }
+
+  private owned(owner: string | null): SessionMeta {
+    const meta = this.store.meta();
+    if (!meta || meta.owner !== owner) throw notFound('session'); // another key's session is not found, never shown
+    return meta;
+  }
+
+  async info(owner: string | null): Promise<SessionInfo> {
+    this.owned(owner);
+    const s = this.store;
+    const newest = s.snapshots()[0];
+    return {
+      created: s.meta()!.created,
+      messages: s.messages(),
+      turns: s.turns(),
+      stateTokens: newest?.tokens.length ?? 0,
+      snapshots: s.snapshots().length,
+      snapshotBytes: s.snapshotBytesTotal(),
+    };
+  }
+
+  async destroy(owner: string | null): Promise<void> {
+    this.owned(owner);
+    if (this.busy)
+      throw new TurnError({
+        status: 409,
+        type: 'invalid_request_error',
+        code: 'session_busy',
+        param: null,
+        message: 'a turn is running on this session',
+      });
+    await this.ctx.storage.deleteAll();
+    this.storeCache = null;
+  }
+
+  /** What a fork at `turn` copies: the transcript up to it and that turn's snapshot, if still kept. */
+  async exportFork(owner: string | null, turn: number): Promise<ForkData> {
+    this.owned(owner);
+    const s = this.store;
+    if (!Number.isInteger(turn) || turn < 0 || turn > s.lastTurn()) throw notFound(`turn ${turn}`);
+    const snap = s.snapshots().find((x) => x.turn === turn) ?? null;
+    const bytes = snap ? s.snapshotBytes(snap.id) : null;
+    return {
+      messages: s.messages(turn),
+      turns: s.turns().filter((t) => t.turn <= turn),
+      snapshot: snap && bytes ? { turn, fingerprint: snap.fingerprint, tokens: snap.tokens, bytes } : null,
+    };
+  }
+
+  async importFork(owner: string | null, data: ForkData): Promise<void> {
+    const s = this.store;
+    const strip = ({ turn: _turn, ...m }: StoredMessage): ChatMessage => m;
+    s.create({ owner, kind: 'session', messages: data.messages.filter((m) => m.turn === 0).map(strip) });
+    s.importTurns(
+      data.turns,
+      data.messages.filter((m) => m.turn > 0),
+    );
+    if (data.snapshot) s.importSnapshot(data.snapshot.turn, data.snapshot);
+  }
+
+  /**
+   * Run one turn and stream its events as NDJSON. The first event is `accepted` or an `error` (busy, unknown
+   * session, bad prompt), so the caller can pick the HTTP status before streaming. Cancelling the stream
+   * aborts the turn, and an aborted or failed turn commits nothing.
+   */
+  async turn(req: TurnRequest, call: TurnCall): Promise<ReadableStream<Uint8Array>> {
+    const abort = new AbortController();
+    let events: AsyncGenerator<TurnEvent> | null = null;
+    let first: StreamEvent;
+    try {
+      events = await this.startTurn(req, call, abort.signal);
+      first = { type: 'accepted' };
+    } catch (e) {
+      first = errorEvent(e);
+    }
+    const release = (): void => {
+      if (events) this.busy = false;
+      events = null;
+    };
+    let sentFirst = false;
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        if (!sentFirst) {
+          sentFirst = true;
+          controller.enqueue(line(first));
+          if (!events) controller.close();
+          return;
+        }
+        try {
+          const r = await events!.next();
+          if (r.done) {
+            release();
+            controller.close();
+          } else controller.enqueue(line(r.value));
+        } catch (e) {
+          release();
+          controller.enqueue(line(errorEvent(e)));
+          controller.close();
+        }
+      },
+      cancel: async () => {
+        abort.abort();
+        try {
+          await events?.return(undefined);
+        } finally {
+          release();
+        }
+      },
+    });
+  }
+
+  private async startTurn(req: TurnRequest, call: TurnCall, signal: AbortSignal): Promise<AsyncGenerator<TurnEvent>> {
+    if (this.busy)
+      throw new TurnError({
+        status: 409,
+        type: 'invalid_request_error',
+        code: 'session_busy',
+        param: null,
+        message: 'another turn is running on this session; retry when it has finished',
+      });
+    let store: SessionStore | null = null;
+    let newMessages: ChatMessage[] = [];
+    let request = req;
+    if (call.mode === 'session') {
+      this.owned(call.owner);
+      if (req.prompt.kind !== 'chat')
+        throw new TurnError({
+          status: 400,
+          type: 'invalid_request_error',
+          code: null,
+          param: 'content',
+          message: 'a session turn takes a chat message',
+        });
+      store = this.store;
+      newMessages = req.prompt.messages;
+      const history: ChatMessage[] = store.messages().map(({ turn: _turn, ...m }) => m);
+      request = { ...req, prompt: { ...req.prompt, messages: [...history, ...newMessages] } };
+    } else if (call.mode === 'cache') {
+      store = this.store;
+      const meta = store.meta();
+      if (!meta) store.create({ owner: call.owner, kind: 'cache' });
+      else if (meta.owner !== call.owner) throw notFound('cache entry');
+    }
+    this.busy = true;
+    try {
+      const { engine } = await engineFor(this.env, this.prefix);
+      const prepared = prepareTurn(engine, request); // prompt errors surface before the stream starts
+      return runTurn(engine, store, request, { newMessages, signal, record: call.mode === 'session' }, prepared);
+    } catch (e) {
+      this.busy = false;
+      throw e;
+    }
+  }
+}
+
+export interface ForkData {
+  messages: StoredMessage[];
+  turns: TurnRecord[];
+  snapshot: { turn: number; fingerprint: string; tokens: number[]; bytes: Uint8Array } | null;
 }

@@ -93,6 +93,8 @@ function restore(
 export interface TurnOptions {
   /** messages to append to the transcript before the assistant reply (session API: the user message) */
   newMessages: ChatMessage[];
+  /** keep the transcript (session API); otherwise only snapshots are stored */
+  record: boolean;
   signal?: AbortSignal;
 }
 
@@ -154,13 +156,14 @@ function renderedWithReply(engine: HymbaEngine, prompt: TurnPrompt, reply: strin
   return tok.encode(text, { addBos: tok.addBosToken && !templateEmitsBos(text, tok.bosToken) });
 }
 
-/** Run one turn, yielding its events; commits to `store` (when given) only if it completes. */
-export async function* runTurn(
-  engine: HymbaEngine,
-  store: SessionStore | null,
-  req: TurnRequest,
-  opts: TurnOptions,
-): AsyncGenerator<TurnEvent> {
+export interface PreparedTurn {
+  ids: number[];
+  /** positions left in the context after the prompt */
+  room: number;
+}
+
+/** Tokenize and check the prompt; throws the TurnError the client should get. */
+export function prepareTurn(engine: HymbaEngine, req: TurnRequest): PreparedTurn {
   const { dims } = engine.model;
   const ids = promptIds(engine, req.prompt);
   const room = dims.maxPositions - dims.M - ids.length;
@@ -172,6 +175,19 @@ export async function* runTurn(
       param: 'messages',
       message: `the prompt has ${ids.length} tokens; this model's context holds ${dims.maxPositions - dims.M} (prompt and completion together)`,
     });
+  return { ids, room };
+}
+
+/** Run one turn, yielding its events; commits to `store` (when given) only if it completes. */
+export async function* runTurn(
+  engine: HymbaEngine,
+  store: SessionStore | null,
+  req: TurnRequest,
+  opts: TurnOptions,
+  prepared: PreparedTurn = prepareTurn(engine, req),
+): AsyncGenerator<TurnEvent> {
+  const { dims } = engine.model;
+  const { ids, room } = prepared;
   const { state, cached } = restore(engine, store, ids);
   // prefill all but the last prompt token here, keeping that state for the commit (see canonicalState)
   if (ids.length - cached > 1) await engine.runner.forward(state, ids.slice(cached, -1), 'none');
@@ -216,7 +232,7 @@ export async function* runTurn(
     const canonical = renderedWithReply(engine, req.prompt, text);
     if (canonical) kept = await canonicalState(engine, kept, beforeLast, canonical);
     store.commitTurn({
-      messages: [...opts.newMessages, { role: 'assistant', content: text }],
+      messages: opts.record ? [...opts.newMessages, { role: 'assistant', content: text }] : [],
       promptTokens: ids.length,
       completionTokens: completion,
       cachedTokens: cached,

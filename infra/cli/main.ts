@@ -6,6 +6,7 @@ import { runLogits } from './logits.js';
 import { runMakeTestModel } from './make-test-model.js';
 import { CliError } from './args.js';
 import { runEngineBench } from '../bench/engine-bench.js';
+import { runDev } from './dev.js';
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   convert: runConvert,
@@ -13,6 +14,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   generate: runGenerate,
   'make-test-model': runMakeTestModel,
   bench: runEngineBench,
+  dev: runDev,
 };
 
 const USAGE = `usage: hymba <command> [options]
@@ -20,7 +22,8 @@ const USAGE = `usage: hymba <command> [options]
   convert <hf_dir> <out_dir> [--dtype f32|f16]
   logits <model_dir> --ids 1,2,3
   generate <model_dir> (--ids 1,2,3 | --prompt "text") --max-tokens N [--temperature T] [--seed S]
-  bench [--json <file>]`;
+  bench [--json <file>]
+  dev [--model <dir>] [--port 8787]     (npm start)`;
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;

@@ -23,6 +23,8 @@ export interface TestModelOptions {
   tokenizer?: boolean;
   /** dtype of the weights (default BF16, as released) */
   dtype?: SafetensorsDtype;
+  /** config.json keys replacing the preset's (tests of other model shapes) */
+  overrides?: Record<string, ConfigValue>;
 }
 
 /** Everything about a test model except the weight values. */
@@ -35,7 +37,7 @@ export interface TestModelPlan {
 }
 
 export function planTestModel(opts: TestModelOptions): TestModelPlan {
-  const config = presetConfig(opts.preset, opts.layers);
+  const config = { ...presetConfig(opts.preset, opts.layers), ...(opts.overrides ?? {}) };
   // the generated config must load with the engine's own parser
   const { dims } = loadConfig(JSON.parse(pyJson(config)));
   const dtype = opts.dtype ?? 'BF16';

@@ -10,7 +10,7 @@ import type { WeightMap } from '../../engine/weights.js';
 import { convertDir, dirModelSource } from '../../infra/model-dir.js';
 import { dirCheckpointSource } from '../../infra/node-files.js';
 import { makeTestModel } from '../../infra/test-model/make-test-model.js';
-import type { PresetName } from '../../infra/test-model/presets.js';
+import type { ConfigValue, PresetName } from '../../infra/test-model/presets.js';
 import { mkdir, writeFile } from 'node:fs/promises';
 
 export interface TestModel {
@@ -25,7 +25,13 @@ export interface TestModel {
 
 /** Write a checkpoint, convert it to `dtype` on disk, load it, and read its weights for the reference. */
 export async function makeConvertedModel(
-  opts: { preset?: PresetName; layers?: number; seed?: number; dtype?: 'f32' | 'f16' } = {},
+  opts: {
+    preset?: PresetName;
+    layers?: number;
+    seed?: number;
+    dtype?: 'f32' | 'f16';
+    overrides?: Record<string, ConfigValue>;
+  } = {},
 ): Promise<TestModel> {
   const root = await mkdtemp(join(tmpdir(), 'hymba-test-'));
   const hfDir = join(root, 'hf');
@@ -34,6 +40,7 @@ export async function makeConvertedModel(
     preset: opts.preset ?? 'tiny',
     seed: opts.seed ?? 7,
     ...(opts.layers !== undefined ? { layers: opts.layers } : {}),
+    ...(opts.overrides ? { overrides: opts.overrides } : {}),
   });
   await mkdir(convertedDir, { recursive: true });
   await convertDir(hfDir, { dtype: opts.dtype ?? 'f32' }, (name, bytes) => writeFile(join(convertedDir, name), bytes));

@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referenceForward } from '../../engine/reference.js';
 import { deserializeState, serializeState, type HymbaState } from '../../engine/state.js';
+import type { ConfigValue } from '../../infra/test-model/presets.js';
 import { makeConvertedModel, maxAbsDiff, maxDiff, tokenSequence, type TestModel } from '../helpers/tiny-model.js';
 
 let tiny: TestModel;
@@ -131,3 +132,32 @@ function concat(parts: Float32Array[]): Float32Array {
   }
   return out;
 }
+
+describe('other model shapes', () => {
+  const variants: [string, Record<string, ConfigValue>][] = [
+    ['no meta tokens, no sliding window', { num_memory_tokens: 0, sliding_window: null }],
+    [
+      'KV shared every 2 layers, window 5, rope "default"',
+      { kv_reuse_group: null, kv_reuse_every_i_layer: 2, global_attn_idx: [], sliding_window: 5, rope_type: 'default' },
+    ],
+    ['every layer its own KV, all global', { kv_reuse_group: null, global_attn_idx: [0, 1, 2, 3, 4, 5, 6, 7] }],
+  ];
+  for (const [name, overrides] of variants) {
+    it(`${name}: matches the reference and resumes exactly`, async () => {
+      const t = await makeConvertedModel({ preset: 'tiny', seed: 9, overrides });
+      try {
+        const ids = tokenSequence(30, t.model.dims.V, 21);
+        const once = await t.engine.runner.forward(t.engine.newState(), ids, 'all');
+        expect(maxAbsDiff(once.logits, referenceForward(t.model, t.weights, ids), t.model.dims.V)).toBeLessThanOrEqual(
+          1e-3,
+        );
+        const state = t.engine.newState();
+        const a = await t.engine.runner.forward(state, ids.slice(0, 11), 'all');
+        const b = await t.engine.runner.forward(persist(t, state), ids.slice(11), 'all');
+        expect(maxDiff(concat([a.logits, b.logits]), once.logits)).toBeLessThanOrEqual(1e-4);
+      } finally {
+        await t.cleanup();
+      }
+    });
+  }
+});

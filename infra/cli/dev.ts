@@ -1,0 +1,104 @@
+// `npm start` / `hymba dev [--model <dir>] [--port 8787]`: serve the API locally with wrangler dev.
+// The model comes from the local R2 simulation, as in production it comes from R2: the tiny default model
+// is made and converted on first start (deterministic), or a given directory is converted (if it is a Hugging
+// Face checkpoint) and uploaded. No account, no network.
+
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { MANIFEST_FILE } from '../../engine/manifest.js';
+import { convertDir } from '../model-dir.js';
+import { makeTestModel } from '../test-model/make-test-model.js';
+import { CliError, intFlag, parse } from './args.js';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const DEFAULT_DIR = join(ROOT, 'models', 'default');
+const PERSIST = join(ROOT, '.wrangler', 'state');
+const BUCKET = 'hymba-models';
+
+const exists = (p: string): Promise<boolean> =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
+
+/** The tiny random-initialised default model, converted; made once. */
+async function defaultModel(): Promise<string> {
+  const converted = join(DEFAULT_DIR, 'converted');
+  if (await exists(join(converted, MANIFEST_FILE))) return converted;
+  console.log('[hymba dev] preparing the default model (tiny random-initialised Hymba, real tokenizer)...');
+  const hf = join(DEFAULT_DIR, 'hf');
+  await rm(DEFAULT_DIR, { recursive: true, force: true });
+  await makeTestModel(hf, { preset: 'tiny', seed: 1234 });
+  await convertToDir(hf, converted);
+  return converted;
+}
+
+async function convertToDir(hf: string, out: string): Promise<void> {
+  await mkdir(out, { recursive: true });
+  await convertDir(hf, { dtype: 'f32' }, (name, bytes) => writeFile(join(out, name), bytes));
+}
+
+/** A converted directory for --model: as given, or converted next to the default model if it is HF. */
+async function modelDir(dir: string): Promise<string> {
+  if (await exists(join(dir, MANIFEST_FILE))) return dir;
+  if (!(await exists(join(dir, 'config.json'))))
+    throw new CliError(`${dir} is neither a converted model nor a Hugging Face checkpoint`);
+  const out = join(ROOT, 'models', `converted-${createHash('sha256').update(resolve(dir)).digest('hex').slice(0, 12)}`);
+  console.log(`[hymba dev] converting ${dir} -> ${out}`);
+  await convertToDir(dir, out);
+  return out;
+}
+
+function run(cmd: string, args: string[]): Promise<void> {
+  return new Promise((ok, fail) => {
+    const p = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+    p.on('exit', (code) =>
+      code === 0 ? ok() : fail(new Error(`${cmd} ${args.slice(0, 4).join(' ')} exited with ${code}`)),
+    );
+  });
+}
+
+/** Put the model's files into the local R2 simulation under a prefix named by its fingerprint. */
+async function upload(dir: string): Promise<string> {
+  const manifest = JSON.parse(await readFile(join(dir, MANIFEST_FILE), 'utf8')) as { fingerprint: string };
+  const prefix = `models/${manifest.fingerprint}/`;
+  const marker = join(PERSIST, `uploaded-${manifest.fingerprint}`);
+  if (await exists(marker)) return prefix;
+  const wrangler = join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js');
+  for (const name of await readdir(dir)) {
+    console.log(`[hymba dev] uploading ${name} to the local model store`);
+    await run(process.execPath, [
+      wrangler,
+      'r2',
+      'object',
+      'put',
+      `${BUCKET}/${prefix}${name}`,
+      '--file',
+      join(dir, name),
+      '--local',
+      '--persist-to',
+      PERSIST,
+    ]);
+  }
+  await mkdir(PERSIST, { recursive: true });
+  await writeFile(marker, new Date().toISOString());
+  return prefix;
+}
+
+export async function runDev(argv: string[]): Promise<void> {
+  const { values } = parse(argv, { model: { type: 'string' }, port: { type: 'string', default: '8787' } }, 0);
+  const model = values.model ?? process.env.HYMBA_MODEL;
+  const dir = model ? await modelDir(model) : await defaultModel();
+  const prefix = await upload(dir);
+  const port = String(intFlag(values.port, 'port', 1));
+  const wrangler = join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js');
+  console.log(`[hymba dev] serving ${dir} on http://127.0.0.1:${port}`);
+  const child = spawn(
+    process.execPath,
+    [wrangler, 'dev', '--ip', '127.0.0.1', '--port', port, '--persist-to', PERSIST, '--var', `MODEL_PREFIX:${prefix}`],
+    { cwd: ROOT, stdio: 'inherit' },
+  );
+  await new Promise<void>((ok) => child.on('exit', () => ok()));
+}
