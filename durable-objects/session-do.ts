@@ -177,6 +177,19 @@ export class SessionDO extends DurableObject<Env> {
     return this.storeCache;
   }
 
+  /** Whether this isolate's model is loaded; starts loading it if not (health checks). */
+  async status(): Promise<{ ready: boolean; fingerprint?: string; error?: string }> {
+    const waitMs = 50;
+    try {
+      return await Promise.race([
+        engineFor(this.env, this.prefix).then((l) => ({ ready: true, fingerprint: l.engine.fingerprint })),
+        new Promise<{ ready: boolean }>((ok) => setTimeout(() => ok({ ready: false }), waitMs)),
+      ]);
+    } catch (e) {
+      return { ready: false, error: e instanceof Error ? e.message : String(e) };
+    }
+  }
+
   /** Load the model (once per isolate) and describe that load. */
   async model(): Promise<EngineInfo> {
     return (await engineFor(this.env, this.prefix)).info;

@@ -9,6 +9,10 @@ export interface Env {
   MODEL_STORE: R2Bucket;
   /** key prefix of the model in MODEL_STORE, ending with "/" */
   MODEL_PREFIX: string;
+  /** the model id clients name (default "hymba") */
+  MODEL_ID?: string;
+  /** max_tokens when a request gives none (default 256) */
+  DEFAULT_MAX_TOKENS?: string;
 }
 
 declare global {

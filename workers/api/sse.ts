@@ -1,0 +1,128 @@
+// Server-Sent Events: `data: {json}\n\n` frames, `data: [DONE]`, `: keep-alive` comments while the source is
+// quiet (long prompt processing must not trip client read timeouts), errors as a final `data: {"error": ...}`
+// frame, and cancellation passed back to the producer.
+
+import { ApiError, errorBody, toApiError } from './errors.js';
+import { closeQuietly } from './turn-events.js';
+
+export const DEFAULT_KEEP_ALIVE_MS = 10_000;
+
+export const SSE_HEADERS: Readonly<Record<string, string>> = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache, no-transform',
+  // proxies (nginx and friends) must not buffer the stream
+  'x-accel-buffering': 'no',
+};
+
+export const KEEP_ALIVE_FRAME = ': keep-alive\n\n';
+export const DONE_FRAME = 'data: [DONE]\n\n';
+
+/** One source event, formatted: the payloads to send (each one `data:` frame), and whether it was the last. */
+export interface SseStep {
+  data: readonly unknown[];
+  /** the stream is complete: send `data: [DONE]` and close */
+  last?: boolean;
+}
+
+export interface EventStreamOptions {
+  /** interval of `: keep-alive` comments while waiting for the source; 0 disables them (default 10 s) */
+  keepAliveMs?: number;
+  /** called with an exception that is not an ApiError before it is sent as a generic 500 */
+  onError?: (err: unknown) => void;
+}
+
+/** `data: {json}\n\n` */
+export function sseData(payload: unknown): string {
+  return `data: ${JSON.stringify(payload)}\n\n`;
+}
+
+/** A 200 event-stream response. */
+export function sseResponse(body: ReadableStream<Uint8Array>, init: ResponseInit = {}): Response {
+  const headers = new Headers(init.headers);
+  for (const [name, value] of Object.entries(SSE_HEADERS)) headers.set(name, value);
+  return new Response(body, { ...init, status: init.status ?? 200, headers });
+}
+
+/**
+ * Formats `source` into an SSE byte stream. `format` maps each event to frames (and may throw an ApiError,
+ * which is sent as an error frame). The stream always ends: with `[DONE]` after a step marked `last`, or with an
+ * error frame (a thrown error, or the source ending before a last step). When the client cancels, the
+ * source's `return()` is called so the producer can stop.
+ */
+export function eventStream<E>(
+  source: AsyncIterable<E>,
+  format: (event: E) => SseStep,
+  opts: EventStreamOptions = {},
+): ReadableStream<Uint8Array> {
+  const keepAliveMs = opts.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS;
+  const encoder = new TextEncoder();
+  const iterator = source[Symbol.asyncIterator]();
+  let cancelled = false;
+  let sourceClosed = false;
+
+  function closeSource(): void {
+    if (sourceClosed) return;
+    sourceClosed = true;
+    // not awaited: a producer that is busy (prompt processing) sees the return when it next yields
+    void closeQuietly(iterator);
+  }
+
+  async function pump(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+    const send = (frame: string): void => {
+      if (!cancelled) controller.enqueue(encoder.encode(frame));
+    };
+    try {
+      for (;;) {
+        const result = await withKeepAlive(iterator.next(), keepAliveMs, () => send(KEEP_ALIVE_FRAME));
+        if (cancelled) return;
+        if (result.done) {
+          sourceClosed = true;
+          throw ApiError.internal('The response ended before it was complete.');
+        }
+        const step = format(result.value);
+        for (const payload of step.data) send(sseData(payload));
+        if (step.last === true) {
+          send(DONE_FRAME);
+          return;
+        }
+      }
+    } catch (err) {
+      if (cancelled) return;
+      if (!(err instanceof ApiError)) (opts.onError ?? logError)(err);
+      send(sseData(errorBody(toApiError(err))));
+    } finally {
+      closeSource();
+      if (!cancelled) controller.close();
+    }
+  }
+
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      void pump(controller);
+    },
+    cancel() {
+      cancelled = true;
+      closeSource();
+    },
+  });
+}
+
+/** Awaits `next`, calling `onIdle` every `ms` until it settles. */
+async function withKeepAlive<T>(next: Promise<T>, ms: number, onIdle: () => void): Promise<T> {
+  if (!(ms > 0)) return next;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const tick = (): void => {
+    onIdle();
+    timer = setTimeout(tick, ms);
+  };
+  timer = setTimeout(tick, ms);
+  try {
+    return await next;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function logError(err: unknown): void {
+  console.error('event stream failed:', err);
+}
