@@ -283,8 +283,9 @@ export class SessionDO extends DurableObject<Env> {
     } catch (e) {
       first = errorEvent(e);
     }
+    const holdsLock = call.mode !== 'ephemeral';
     const release = (): void => {
-      if (events) this.busy = false;
+      if (events && holdsLock) this.busy = false;
       events = null;
     };
     let sentFirst = false;
@@ -320,6 +321,12 @@ export class SessionDO extends DurableObject<Env> {
   }
 
   private async startTurn(req: TurnRequest, call: TurnCall, signal: AbortSignal): Promise<AsyncGenerator<TurnEvent>> {
+    if (call.mode === 'ephemeral') {
+      // nothing stored: turns of unrelated requests may share this object concurrently
+      const { engine } = await engineFor(this.env, this.prefix);
+      const prepared = prepareTurn(engine, req);
+      return runTurn(engine, null, req, { newMessages: [], signal, record: false }, prepared);
+    }
     if (this.busy)
       throw new TurnError({
         status: 409,

@@ -30,6 +30,9 @@ export class InputError extends Error {
 }
 
 export class HymbaRunner {
+  /** ORT sessions are shared by every caller in an isolate; runs go one at a time, in arrival order */
+  private tail: Promise<unknown> = Promise.resolve();
+
   constructor(
     readonly model: ModelConfig,
     readonly stages: Stage[],
@@ -94,6 +97,12 @@ export class HymbaRunner {
     return { logits, rows: total / V };
   }
 
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
   private async runChunk(state: HymbaState, ids: number[], logitsFrom: number): Promise<Float32Array> {
     const d = this.model.dims;
     let hidden: OrtTensor | null = null;
@@ -113,7 +122,7 @@ export class HymbaRunner {
           feeds[n.value] = float32(l.value, [d.kvHeads, l.kvLen, d.dv]);
         }
       }
-      const out = await graph.session.run(feeds);
+      const out = await this.exclusive(() => graph.session.run(feeds));
       for (let i = spec.first; i < spec.last; i++) state.layers[i] = layerFromOutputs(out, i, layerOf(state, i));
       if (spec.head) logits = out.logits!.data as Float32Array;
       else hidden = out.hidden_out!;

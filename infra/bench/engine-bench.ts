@@ -17,6 +17,7 @@ import { initNodeOrt } from '../node-ort.js';
 import { initTensor, makeTestModel } from '../test-model/make-test-model.js';
 import { presetConfig, pyJson } from '../test-model/presets.js';
 import { fmt, machine, time, type Timing } from './stats.js';
+import { runSessionBench } from './session-bench.js';
 
 type Row = { what: string; value: string; note?: string };
 const rows: Row[] = [];
@@ -159,11 +160,15 @@ function print(): void {
 
 export async function runEngineBench(argv: string[]): Promise<void> {
   const jsonAt = argv.indexOf('--json');
+  const only = argv.includes('--engine') ? 'engine' : argv.includes('--sessions') ? 'sessions' : 'all';
   initNodeOrt();
-  await benchTiny();
-  await benchLayer15();
-  benchStateBytes();
-  print();
+  if (only !== 'sessions') {
+    await benchTiny();
+    await benchLayer15();
+    benchStateBytes();
+    print();
+  }
+  if (only !== 'engine') await runSessionBench(results);
   if (jsonAt >= 0 && argv[jsonAt + 1])
     await writeFile(argv[jsonAt + 1]!, JSON.stringify({ machine: machine(), results }, null, 2));
 }
