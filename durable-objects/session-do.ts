@@ -146,6 +146,14 @@ export interface SessionInfo {
   snapshotBytes: number;
 }
 
+/**
+ * Let other events in between a turn's steps: requests to this object (a concurrent turn's 409, reads)
+ * and to the other objects of the isolate. The model's compute never yields on its own: ONNX
+ * Runtime's WASM runs synchronously behind already-resolved promises, so without this a turn holds the
+ * isolate until it ends.
+ */
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 0));
+
 const encoder = new TextEncoder();
 const line = (e: StreamEvent): Uint8Array => encoder.encode(JSON.stringify(e) + '\n');
 
@@ -156,17 +164,28 @@ function errorEvent(e: unknown): StreamEvent {
 }
 
 const notFound = (what: string): TurnError =>
+  new TurnError({ status: 404, type: 'not_found_error', code: 'not_found', param: null, message: `${what} not found` });
+
+const busy = (): TurnError =>
   new TurnError({
-    status: 404,
-    type: 'invalid_request_error',
-    code: 'not_found',
+    status: 409,
+    type: 'conflict_error',
+    code: 'session_busy',
     param: null,
-    message: `${what} not found`,
+    message: 'The session is busy with another turn; retry when it has finished.',
   });
 
 export class SessionDO extends DurableObject<Env> {
   private busy = false;
   private storeCache: SessionStore | null = null;
+  /**
+   * A running turn whose stream nobody has pulled for this long is aborted: its reader is gone. A stream
+   * returned over RPC and cancelled by the caller does not reach this side's `cancel` in workerd
+   * (cloudflare/workerd#7298), and the Worker of a client that disconnected is torn down without a word, so
+   * without this the session would stay busy (409) until the object is evicted. The Worker reads turn
+   * streams as fast as they come, so a healthy turn never waits this long between pulls.
+   */
+  turnIdleAbortMs = 10_000;
 
   private get prefix(): string {
     return this.env.MODEL_PREFIX;
@@ -231,14 +250,7 @@ export class SessionDO extends DurableObject<Env> {
 
   async destroy(owner: string | null): Promise<void> {
     this.owned(owner);
-    if (this.busy)
-      throw new TurnError({
-        status: 409,
-        type: 'invalid_request_error',
-        code: 'session_busy',
-        param: null,
-        message: 'a turn is running on this session',
-      });
+    if (this.busy) throw busy();
     await this.ctx.storage.deleteAll();
     this.storeCache = null;
   }
@@ -271,7 +283,8 @@ export class SessionDO extends DurableObject<Env> {
   /**
    * Run one turn and stream its events as NDJSON. The first event is `accepted` or an `error` (busy, unknown
    * session, bad prompt), so the caller can pick the HTTP status before streaming. Cancelling the stream
-   * aborts the turn, and an aborted or failed turn commits nothing.
+   * or leaving it unread for `turnIdleAbortMs` aborts the turn, and an aborted or failed turn
+   * commits nothing. The session is free again once the turn has committed (with its `done` event).
    */
   async turn(req: TurnRequest, call: TurnCall): Promise<ReadableStream<Uint8Array>> {
     const abort = new AbortController();
@@ -284,39 +297,65 @@ export class SessionDO extends DurableObject<Env> {
       first = errorEvent(e);
     }
     const holdsLock = call.mode !== 'ephemeral';
+    let idle: ReturnType<typeof setTimeout> | undefined;
     const release = (): void => {
+      clearTimeout(idle);
       if (events && holdsLock) this.busy = false;
       events = null;
+    };
+    /** Abort the turn: nothing is committed (a pull in progress finishes its step first). */
+    const abortTurn = async (): Promise<void> => {
+      abort.abort();
+      try {
+        await events?.return(undefined);
+      } finally {
+        release();
+      }
+    };
+    const waitForPull = (): void => {
+      clearTimeout(idle);
+      if (events) idle = setTimeout(() => void abortTurn(), this.turnIdleAbortMs);
     };
     let sentFirst = false;
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
+        clearTimeout(idle);
         if (!sentFirst) {
           sentFirst = true;
           controller.enqueue(line(first));
           if (!events) controller.close();
+          else waitForPull();
+          return;
+        }
+        await yieldToEventLoop();
+        const turn = events;
+        if (!turn) {
+          controller.close(); // aborted
           return;
         }
         try {
-          const r = await events!.next();
+          const r = await turn.next();
           if (r.done) {
             release();
             controller.close();
-          } else controller.enqueue(line(r.value));
+            return;
+          }
+          controller.enqueue(line(r.value));
+          if (r.value.type === 'done') {
+            // committed: the session is free now, whether or not the reader pulls once more
+            await turn.return(undefined);
+            release();
+            controller.close();
+            return;
+          }
+          waitForPull();
         } catch (e) {
           release();
           controller.enqueue(line(errorEvent(e)));
           controller.close();
         }
       },
-      cancel: async () => {
-        abort.abort();
-        try {
-          await events?.return(undefined);
-        } finally {
-          release();
-        }
-      },
+      cancel: abortTurn,
     });
   }
 
@@ -327,14 +366,7 @@ export class SessionDO extends DurableObject<Env> {
       const prepared = prepareTurn(engine, req);
       return runTurn(engine, null, req, { newMessages: [], signal, record: false }, prepared);
     }
-    if (this.busy)
-      throw new TurnError({
-        status: 409,
-        type: 'invalid_request_error',
-        code: 'session_busy',
-        param: null,
-        message: 'another turn is running on this session; retry when it has finished',
-      });
+    if (this.busy) throw busy();
     let store: SessionStore | null = null;
     let newMessages: ChatMessage[] = [];
     let request = req;

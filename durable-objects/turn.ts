@@ -172,8 +172,11 @@ export function prepareTurn(engine: HymbaEngine, req: TurnRequest): PreparedTurn
       status: 422,
       type: 'invalid_request_error',
       code: 'context_length_exceeded',
-      param: 'messages',
-      message: `the prompt has ${ids.length} tokens; this model's context holds ${dims.maxPositions - dims.M} (prompt and completion together)`,
+      param: req.prompt.kind === 'chat' ? 'messages' : 'prompt',
+      // OpenAI's wording, which clients match on
+      message:
+        `This model's maximum context length is ${dims.maxPositions - dims.M} tokens. ` +
+        `However, your prompt resulted in ${ids.length} tokens. Please reduce the length of the prompt.`,
     });
   return { ids, room };
 }

@@ -79,6 +79,8 @@ export class HymbaRunner {
     const work: HymbaState = { position: state.position, layers: state.layers.slice() };
     const rows: Float32Array[] = [];
     for (let start = 0; start < ids.length; start += this.maxRunTokens) {
+      // a long prompt gives the event loop a turn between runs (others share this isolate's sessions)
+      if (start > 0) await new Promise((resolve) => setTimeout(resolve, 0));
       const chunk = ids.slice(start, start + this.maxRunTokens);
       const isLast = start + this.maxRunTokens >= ids.length;
       const from = want === 'all' ? 0 : chunk.length - 1; // 'none' still computes one cheap row

@@ -4,11 +4,28 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
+import {
+  HYMBA_INSTRUCT_CHAT_TEMPLATE,
+  renderChat,
+  templateEmitsBos,
+  type ChatMessage,
+} from '../../engine/chat-template.js';
+import { generate } from '../../engine/generate.js';
 import { HymbaEngine } from '../../engine/model.js';
 import { convertDir, dirModelSource } from '../../infra/model-dir.js';
 import { initNodeOrt } from '../../infra/node-ort.js';
 import { makeTestModel } from '../../infra/test-model/make-test-model.js';
 import { tokenSequence } from '../helpers/tiny-model.js';
+import {
+  COMPLETION_PROMPT,
+  DETOUR,
+  DETOUR_MAX_TOKENS,
+  MAX_TOKENS,
+  SYSTEM,
+  USER_TURNS,
+  type ApiExpectations,
+  type ExpectedTurn,
+} from './scenario.js';
 
 const ROOT = join(process.cwd(), 'node_modules', '.cache', 'hymba-workerd-test');
 const SEED = 7;
@@ -23,6 +40,8 @@ declare module 'vitest' {
     /** Node's logits for tinyIds, row-major [ids, V] */
     tinyLogits: Float32Array;
     tinyFingerprint: string;
+    /** what the engine gives for the API tests' conversations in one from-scratch pass (scenario.ts) */
+    apiExpectations: ApiExpectations;
   }
 }
 
@@ -48,10 +67,100 @@ export default async function setup(project: TestProject): Promise<void> {
     project.provide('tinyIds', ids);
     project.provide('tinyLogits', logits);
     project.provide('tinyFingerprint', engine.fingerprint);
+    const t1 = performance.now();
+    const api = await apiExpectations(engine);
+    project.provide('apiExpectations', api);
+    console.log(
+      `[workerd setup] API expectations in ${(performance.now() - t1).toFixed(0)} ms: conversation ` +
+        api.conversation.map((t) => `${t.promptIds.length}+${t.tokenIds.length} ${JSON.stringify(t.text)}`).join(', ') +
+        `; completion ${JSON.stringify(api.completion.text)}; detour ${api.detour.tokenIds.length} tokens`,
+    );
   } finally {
     await engine.release();
   }
   console.log(
     `[workerd setup] tiny model written, converted and run in Node in ${(performance.now() - t0).toFixed(0)} ms`,
   );
+}
+
+/** Greedy generation from a fresh state over the whole prompt: no snapshots, no session machinery. */
+async function greedy(engine: HymbaEngine, promptIds: number[], maxTokens: number) {
+  const tok = engine.tokenizer!;
+  const gen = generate(
+    engine.runner.stepper(engine.newState()),
+    promptIds,
+    { maxTokens, temperature: 0, stopTokenIds: engine.manifest.generation.eosTokenIds },
+    () => tok.incrementalDecoder({ skipSpecial: true }),
+  );
+  const tokenIds: number[] = [];
+  let text = '';
+  let r = await gen.next();
+  for (; !r.done; r = await gen.next()) {
+    tokenIds.push(r.value.id);
+    text += r.value.text;
+  }
+  if (r.value.finishReason === 'abort') throw new Error('generation was aborted');
+  return { tokenIds, text: text + r.value.tail, finishReason: r.value.finishReason };
+}
+
+/** The conversation rendered with the model's chat template and tokenized, as a client of any server would. */
+function conversationIds(engine: HymbaEngine, messages: ChatMessage[], addGenerationPrompt: boolean): number[] {
+  const tok = engine.tokenizer!;
+  const text = renderChat(tok.chatTemplate ?? HYMBA_INSTRUCT_CHAT_TEMPLATE, messages, {
+    addGenerationPrompt,
+    bosToken: tok.bosToken,
+    eosToken: tok.eosToken,
+  });
+  return tok.encode(text, { addBos: tok.addBosToken && !templateEmitsBos(text, tok.bosToken) });
+}
+
+const isPrefix = (prefix: number[], ids: number[]): boolean =>
+  prefix.length < ids.length && prefix.every((id, i) => ids[i] === id);
+
+async function apiExpectations(engine: HymbaEngine): Promise<ApiExpectations> {
+  if (!engine.tokenizer) throw new Error('the tiny test model has no tokenizer');
+  const messages: ChatMessage[] = [{ role: 'system', content: SYSTEM }];
+  const conversation: ExpectedTurn[] = [];
+  for (const user of USER_TURNS) {
+    const before = conversation.length === 0 ? [] : conversationIds(engine, messages, false);
+    messages.push({ role: 'user', content: user });
+    const promptIds = conversationIds(engine, messages, true);
+    // the cached-token expectation assumes the earlier conversation tokenizes as a prefix of the new prompt
+    if (before.length > 0 && !isPrefix(before, promptIds))
+      throw new Error(`scenario: the conversation before "${user}" is not a token prefix of its prompt`);
+    const out = await greedy(engine, promptIds, MAX_TOKENS);
+    messages.push({ role: 'assistant', content: out.text });
+    const after = conversationIds(engine, messages, false);
+    conversation.push({
+      promptIds,
+      ...out,
+      previousConversationTokens: before.length,
+      conversationTokens: after.length,
+    });
+  }
+
+  const detourIds = conversationIds(
+    engine,
+    [
+      { role: 'system', content: SYSTEM },
+      { role: 'user', content: USER_TURNS[0] },
+      { role: 'assistant', content: conversation[0]!.text },
+      { role: 'user', content: DETOUR },
+    ],
+    true,
+  );
+  const detour = { promptIds: detourIds, ...(await greedy(engine, detourIds, DETOUR_MAX_TOKENS)) };
+  // the disconnect and concurrency tests need a turn that is still generating when they act
+  if (detour.tokenIds.length < DETOUR_MAX_TOKENS)
+    throw new Error(`scenario: the detour reply stops after ${detour.tokenIds.length} tokens; choose another DETOUR`);
+
+  const completionIds = engine.tokenizer.encode(COMPLETION_PROMPT, { addBos: true });
+  const completion = { promptIds: completionIds, ...(await greedy(engine, completionIds, MAX_TOKENS)) };
+  const { dims } = engine.model;
+  return {
+    conversation,
+    completion,
+    detour,
+    contextTokens: dims.maxPositions - dims.M,
+  };
 }

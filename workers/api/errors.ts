@@ -112,7 +112,12 @@ export class ApiError extends Error {
 
   /** An error a Durable Object reported in a TurnEvent. */
   static fromProtocol(body: ApiErrorBody): ApiError {
-    return new ApiError(toStatus(body.status), body.type, body.message, { param: body.param, code: body.code });
+    const status = toStatus(body.status);
+    return new ApiError(status, body.type, body.message, {
+      param: body.param,
+      code: body.code,
+      ...(status === 409 ? { retryAfter: 1 } : {}),
+    });
   }
 
   /** The form a Durable Object sends in a TurnEvent. */

@@ -121,11 +121,13 @@ export function completionToTurn(body: CompletionRequest, defaultMaxTokens: numb
  * transcript (and resumes from the snapshot that ends where this message begins).
  */
 export function sessionMessageToTurn(body: SessionMessageRequest, defaultMaxTokens: number): TurnRequest {
-  return {
+  const turn: TurnRequest = {
     prompt: { kind: 'chat', messages: [{ role: 'user', content: flattenContent(body.content) }] },
     maxTokens: body.max_tokens ?? defaultMaxTokens,
     ...sampling(body),
   };
+  if (body.return_token_ids === true) turn.returnTokenIds = true;
+  return turn;
 }
 
 /** The text a completions `echo` repeats, when the prompt was text (token-id prompts: see the format module). */

@@ -53,7 +53,7 @@ sessions.post('/v1/sessions/:id/messages', async function postMessage(c) {
     mode: 'session',
     owner: c.get('owner'),
   });
-  const opts = { model: modelId(c.env) };
+  const opts = { model: modelId(c.env), returnTokenIds: body.return_token_ids === true };
   if (body.stream) return sseResponse(streamChatCompletion(events, opts));
   return c.json(await collectChatCompletion(events, opts));
 });
