@@ -5,15 +5,17 @@ import type { HymbaDims } from './config.js';
 import { modelFingerprint, sha256Hex } from './fingerprint.js';
 import { GRAPH_VERSION, MANIFEST_FILE, type Manifest, type ManifestStage } from './manifest.js';
 import { emitGraph } from './onnx/emit.js';
+import { expandQ4Graph } from './onnx/q4-expand.js';
 import { buildStageGraph, checkStage, DEFAULT_MAX_RUN_TOKENS, type StageSpec } from './onnx/hymba-graph.js';
 import { HymbaRunner, type Stage } from './runner.js';
 import { loadGraph } from './runtime/ort.js';
 import { serializeState } from './state.js';
 import { globalTensorShapes, layerTensorShapes, type WeightMap } from './weights.js';
-import type { WeightDtype } from './onnx/builder.js';
+import type { ModelDtype } from './quantize.js';
 
 export interface ConvertOptions {
-  dtype: WeightDtype;
+  /** f32; f16 storage; int8 per output channel; q4 blocks of 32 (storage), run as int8 */
+  dtype: ModelDtype;
   /** layer ranges [first, last); default one stage with every layer */
   stages?: { first: number; last: number }[];
   /** whether tokenizer files are shipped beside the model (the caller copies them) */
@@ -65,7 +67,9 @@ export async function convertCheckpoint(ckpt: Checkpoint, opts: ConvertOptions, 
     await write(graphFile, emitted.graph);
     digests.push(await sha256Hex(emitted.graph));
     entries.push({ ...spec, graph: graphFile, weightBytes: emitted.weightBytes });
-    stages.push({ spec, graph: await loadGraph(emitted.graph) });
+    // q4 is what is stored; ORT runs its int8 form (expanded here in JS rather than by ORT's folding)
+    const runnable = opts.dtype === 'q4' ? expandQ4Graph(emitted.graph) : emitted.graph;
+    stages.push({ spec, graph: await loadGraph(runnable) });
   }
   const description = { config: ckpt.rawConfig, dtype: opts.dtype, graphVersion: GRAPH_VERSION, stages: entries };
   const fingerprint = await modelFingerprint(description, digests);

@@ -1,6 +1,7 @@
 // The manifest of a converted model directory: what `hymba convert` writes and every loader reads.
 
 import { z } from 'zod';
+import { MODEL_DTYPES } from './quantize.js';
 
 export const MANIFEST_FILE = 'hymba-manifest.json';
 /** Bumped whenever the graphs change what they compute or how state is laid out. */
@@ -22,7 +23,8 @@ export const ManifestSchema = z.object({
   graphVersion: z.number().int(),
   /** sha-256 over config, dtype, graph version and every weight byte: states are only valid for this */
   fingerprint: z.string().min(16),
-  dtype: z.enum(['f32', 'f16']),
+  /** weight format of the large matrices: f32, f16 (storage), int8 (per output channel), q4 (blocks of 32) */
+  dtype: z.enum(MODEL_DTYPES),
   /** config.json exactly as the checkpoint had it */
   config: z.record(z.string(), z.unknown()),
   /** largest number of tokens one graph run accepts; the runner splits longer inputs */

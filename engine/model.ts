@@ -3,6 +3,7 @@
 import { loadConfig, type ModelConfig } from './config.js';
 import { MANIFEST_FILE, parseManifest, type Manifest } from './manifest.js';
 import { HymbaRunner, type Stage } from './runner.js';
+import { expandQ4Graph } from './onnx/q4-expand.js';
 import { loadGraph } from './runtime/ort.js';
 import { cloneState, deserializeState, emptyState, type HymbaState } from './state.js';
 import { HymbaTokenizer } from './tokenizer.js';
@@ -44,7 +45,9 @@ export class HymbaEngine {
     const model = loadConfig(manifest.config);
     const stages: Stage[] = [];
     for (const s of manifest.stages) {
-      const graph = await loadGraph(await required(src, s.graph));
+      const bytes = await required(src, s.graph);
+      // q4 is a storage format: expand it to int8 here, since ORT's own expansion keeps fp32 copies
+      const graph = await loadGraph(manifest.dtype === 'q4' ? expandQ4Graph(bytes) : bytes);
       stages.push({ spec: { first: s.first, last: s.last, embed: s.embed, head: s.head }, graph });
     }
     const runner = new HymbaRunner(model, stages, manifest.maxRunTokens);

@@ -12,13 +12,10 @@ import {
 
 export type WeightDtype = 'f32' | 'f16';
 
-/** A weight to be stored in the stage's external data file. */
-export interface PendingWeight {
-  name: string;
-  dims: number[];
-  data: Float32Array;
-  dtype: WeightDtype;
-}
+/** A weight to be stored in the graph: fp32 values stored as `dtype`, or bytes already in `dataType`. */
+export type PendingWeight =
+  | { name: string; dims: number[]; data: Float32Array; dtype: WeightDtype }
+  | { name: string; dims: number[]; raw: Uint8Array; dataType: DataTypeId };
 
 type Attrs = Record<string, number | number[] | string | { float: number }>;
 
@@ -50,6 +47,7 @@ export class GraphBuilder {
   private counter = 0;
   private constCache = new Map<string, string>();
   private weightValues = new Map<string, string>();
+  private memos = new Map<string, unknown>();
 
   constructor(parent?: GraphBuilder) {
     this.root = parent ? parent.root : this;
@@ -163,6 +161,42 @@ export class GraphBuilder {
     const value = dtype === 'f32' ? name : r.op('Cast', [name], { to: DataType.FLOAT });
     r.weightValues.set(name, value);
     return value;
+  }
+
+  /**
+   * An initializer stored exactly as given (quantised codes, scales, zero points): `data` is a typed array
+   * whose elements are `dataType` values.
+   */
+  initializer(
+    name: string,
+    dataType: DataTypeId,
+    dims: number[],
+    data: Int8Array | Uint8Array | Float32Array | Int32Array | BigInt64Array,
+  ): string {
+    const r = this.root;
+    const seen = r.weightValues.get(name);
+    if (seen) return seen;
+    if (data.length !== dims.reduce((a, c) => a * c, 1))
+      throw new Error(`initializer ${name}: data does not match ${dims}`);
+    const raw = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    r.weights.push({ name, dims, raw, dataType });
+    r.weightValues.set(name, name);
+    return name;
+  }
+
+  /** Build something once per graph (a weight's quantised form shared by two uses), keyed by name. */
+  once<T>(key: string, make: () => T): T {
+    const r = this.root;
+    if (r.memos.has(key)) return r.memos.get(key) as T;
+    const value = make();
+    r.memos.set(key, value);
+    return value;
+  }
+
+  /** Give a value a fixed name (an Identity node), so that later passes can find it. */
+  named(value: string, name: string): string {
+    this.nodes.push({ op: 'Identity', inputs: [value], outputs: [name], name: this.fresh('Named') });
+    return name;
   }
 
   // ---- small helpers that keep graph code short ----

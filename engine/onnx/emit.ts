@@ -15,6 +15,11 @@ export function emitGraph(b: GraphBuilder, name = 'hymba'): EmittedGraph {
   const initializers: TensorInit[] = [...b.consts];
   let weightBytes = 0;
   for (const w of b.weights) {
+    if ('raw' in w) {
+      weightBytes += w.raw.length;
+      initializers.push({ name: w.name, dataType: w.dataType, dims: w.dims, raw: w.raw });
+      continue;
+    }
     const src = w.dtype === 'f16' ? f32ToF16(w.data) : w.data;
     const raw = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
     weightBytes += raw.length;

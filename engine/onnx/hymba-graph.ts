@@ -11,9 +11,19 @@
 
 import type { HymbaDims, ModelConfig } from '../config.js';
 import { ropeInvFreq } from '../config.js';
+import { quantizeInt8, quantizeQ4, type ModelDtype } from '../quantize.js';
 import { layerPrefix, weight, type Tensor, type WeightMap } from '../weights.js';
 import { GraphBuilder, TO_END, type WeightDtype } from './builder.js';
 import { DataType } from './proto.js';
+import {
+  DEFAULT_QUANT_EXEC,
+  int8Initializers,
+  int8MatMul,
+  int8Linear,
+  q4Linear,
+  q4ToInt8,
+  type QuantExec,
+} from './quantized.js';
 
 export interface StageSpec {
   first: number; // first layer (inclusive)
@@ -23,7 +33,14 @@ export interface StageSpec {
 }
 
 export interface GraphOptions {
-  dtype: WeightDtype;
+  /**
+   * Storage of the large matrices (in_proj, x_proj, dt_proj, out_proj, the MLP, the tied embedding/head):
+   * f32; f16 (widened once at session creation); int8 per output channel; q4 blocks of 32 (expanded at
+   * session creation). Norms, conv, A, D, biases, meta tokens and the scan stay fp32.
+   */
+  dtype: ModelDtype;
+  /** how int8 and q4 weights execute (default DEFAULT_QUANT_EXEC: the fastest measured in WASM) */
+  quantExec?: QuantExec;
   /** positions per first-level chunk of the parallel scan */
   scanChunk?: number;
   /** largest T one run must accept; the runner splits longer inputs. Longer runs cost more scan steps. */
@@ -66,25 +83,63 @@ export function buildStageGraph(model: ModelConfig, w: WeightMap, stage: StageSp
   checkStage(dims, stage);
   const b = new GraphBuilder();
   const position = b.input('position', [], DataType.INT64);
-  let x = stage.embed ? embed(b, dims, w, opts.dtype) : b.input('hidden_in', ['T', dims.H]);
+  let x = stage.embed ? embed(b, dims, w, opts) : b.input('hidden_in', ['T', dims.H]);
   const ctx = runContext(b, dims, x, position);
   for (let i = stage.first; i < stage.last; i++)
     x = b.within(`layer${i}`, () => hymbaLayer(b, dims, w, i, x, ctx, opts));
-  if (stage.head) b.output(lmHead(b, dims, w, x, opts.dtype), 'logits', ['R', dims.V]);
+  if (stage.head) b.output(lmHead(b, dims, w, x, opts), 'logits', ['R', dims.V]);
   else b.output(x, 'hidden_out', ['T', dims.H]);
   return b;
 }
 
+/** Float storage of the tensors that follow the model's dtype when it is a float one. */
+const floatDtype = (dtype: ModelDtype): WeightDtype => (dtype === 'f16' ? 'f16' : 'f32');
+const quantExec = (opts: GraphOptions): QuantExec => opts.quantExec ?? DEFAULT_QUANT_EXEC;
+
+const TABLE = 'model.embed_tokens.weight';
+
+/**
+ * The tied table E [V, H] of an int8 or q4 model in its int8 execution form: codes E^T [H, V] (B of the
+ * head's matmul) with one scale per vocabulary row; the embedding gathers columns of the same tensor.
+ */
+function quantizedTable(
+  b: GraphBuilder,
+  d: HymbaDims,
+  w: WeightMap,
+  dtype: 'int8' | 'q4',
+): { codes: string; scales: string } {
+  return b.once(`table:${TABLE}`, () => {
+    const t = weight(w, TABLE);
+    return dtype === 'int8'
+      ? int8Initializers(b, TABLE, quantizeInt8(t.data, d.V, d.H))
+      : q4ToInt8(b, TABLE, quantizeQ4(t.data, d.V, d.H));
+  });
+}
+
+/** The token table's lookup: ids [T] (all < V) -> rows [T, H]. Its weights are created here, once. */
+function tokenTable(b: GraphBuilder, d: HymbaDims, w: WeightMap, opts: GraphOptions): (ids: string) => string {
+  if (opts.dtype === 'int8' || opts.dtype === 'q4') {
+    const { codes, scales } = quantizedTable(b, d, w, opts.dtype);
+    return (ids) => {
+      const cols = b.cast(b.op('Gather', [codes, ids], { axis: 1 }), DataType.FLOAT); // [H, T]
+      return b.mul(b.transpose(cols, [1, 0]), b.unsqueeze(b.op('Gather', [scales, ids], { axis: 0 }), [1]));
+    };
+  }
+  const table = b.weight(TABLE, [d.V, d.H], weight(w, TABLE).data, opts.dtype);
+  return (ids) => b.op('Gather', [table, ids], { axis: 0 });
+}
+
 /** x = [meta tokens ; embed(ids)] expressed as one gather: ids >= V select meta rows. */
-function embed(b: GraphBuilder, d: HymbaDims, w: WeightMap, dtype: WeightDtype): string {
+function embed(b: GraphBuilder, d: HymbaDims, w: WeightMap, opts: GraphOptions): string {
   const ids = b.input('input_ids', ['T'], DataType.INT64);
-  const table = b.weight('model.embed_tokens.weight', [d.V, d.H], weight(w, 'model.embed_tokens.weight').data, dtype);
-  if (d.M === 0) return b.op('Gather', [table, ids], { axis: 0 });
-  const meta = b.weight('model.memory_tokens', [d.M, d.H], weight(w, 'model.memory_tokens').data, dtype);
+  const lookup = tokenTable(b, d, w, opts);
+  if (d.M === 0) return lookup(ids);
+  const metaData = weight(w, 'model.memory_tokens').data;
+  const meta = b.weight('model.memory_tokens', [d.M, d.H], metaData, floatDtype(opts.dtype));
   const V = b.ints([d.V], true);
   const isMeta = b.op('GreaterOrEqual', [ids, V]); // [T]
   const zero = b.ints([0], true);
-  const tokenRow = b.op('Gather', [table, b.op('Where', [isMeta, zero, ids])], { axis: 0 }); // [T, H]
+  const tokenRow = lookup(b.op('Where', [isMeta, zero, ids])); // [T, H]
   const metaRow = b.op('Gather', [meta, b.op('Where', [isMeta, b.sub(ids, V), zero])], { axis: 0 }); // [T, H]
   return b.op('Where', [b.unsqueeze(isMeta, [1]), metaRow, tokenRow]);
 }
@@ -106,15 +161,17 @@ function rmsNorm(b: GraphBuilder, x: string, gamma: string, eps: number): string
 }
 
 /** A linear layer y = x W^T with W stored transposed ([in, out]) so MatMul needs no Transpose at run time. */
-function linear(b: GraphBuilder, w: WeightMap, name: string, x: string, dtype: WeightDtype): string {
-  return linearOf(b, name, weight(w, name), x, dtype);
+function linear(b: GraphBuilder, w: WeightMap, name: string, x: string, opts: GraphOptions): string {
+  return linearOf(b, name, weight(w, name), x, opts);
 }
 
-function linearOf(b: GraphBuilder, name: string, t: Tensor, x: string, dtype: WeightDtype): string {
+function linearOf(b: GraphBuilder, name: string, t: Tensor, x: string, opts: GraphOptions): string {
   const [out, inp] = t.dims as [number, number];
+  if (opts.dtype === 'int8') return int8Linear(b, name, quantizeInt8(t.data, out, inp), x, quantExec(opts).int8);
+  if (opts.dtype === 'q4') return q4Linear(b, name, quantizeQ4(t.data, out, inp), x, quantExec(opts));
   const wt = new Float32Array(inp * out);
   for (let o = 0; o < out; o++) for (let i = 0; i < inp; i++) wt[i * out + o] = t.data[o * inp + i]!;
-  return b.matmul(x, b.weight(name, [inp, out], wt, dtype));
+  return b.matmul(x, b.weight(name, [inp, out], wt, opts.dtype));
 }
 
 function vector(b: GraphBuilder, w: WeightMap, name: string): string {
@@ -136,7 +193,7 @@ function hymbaLayer(
   const role = d.layers[i]!;
   const producer = role.kv.kind === 'producer';
   const h = rmsNorm(b, x, vector(b, w, `${p}input_layernorm.weight`), d.eps); // [T, H]
-  const P = linear(b, w, `${p}mamba.in_proj.weight`, h, opts.dtype); // [T, rows]
+  const P = linear(b, w, `${p}mamba.in_proj.weight`, h, opts); // [T, rows]
   const widths = producer ? [d.H, d.kHidden, d.vHidden, d.dIn, d.dIn] : [d.H, d.dIn, d.dIn];
   const parts = b.split(P, 1, widths);
   const [q, u, z] = producer ? [parts[0]!, parts[3]!, parts[4]!] : [parts[0]!, parts[1]!, parts[2]!];
@@ -144,8 +201,8 @@ function hymbaLayer(
   const kvOf = role.kv.kind === 'producer' ? i : role.kv.producer;
   const attn = b.within('attention', () => attentionBranch(b, d, q, ctx.kv.get(kvOf)!, ctx)); // [T, d_in]
   const m = b.within('ssm', () => ssmBranch(b, d, w, i, u, z, opts)); // [T, d_in]
-  x = b.within('fuse', () => fuse(b, d, w, i, x, attn, m, opts.dtype));
-  return b.within('mlp', () => mlp(b, d, w, i, x, opts.dtype));
+  x = b.within('fuse', () => fuse(b, d, w, i, x, attn, m, opts));
+  return b.within('mlp', () => mlp(b, d, w, i, x, opts));
 }
 
 /** Rotate-half RoPE over the full head width: x*cos + rotate_half(x)*sin, x [T, heads, dqk]. */
@@ -231,7 +288,7 @@ function ssmBranch(
   const p = `${layerPrefix(i)}mamba.`;
   const names = stateNames(i);
   const uc = b.silu(causalConv(b, d, w, i, u)); // [T, d_in]
-  const [dtRaw, Braw, Craw] = b.split(linear(b, w, `${p}x_proj.0.weight`, uc, opts.dtype), 1, [
+  const [dtRaw, Braw, Craw] = b.split(linear(b, w, `${p}x_proj.0.weight`, uc, opts), 1, [
     d.dtRank,
     d.dState,
     d.dState,
@@ -240,7 +297,7 @@ function ssmBranch(
   const B = rmsNorm(b, Braw, vector(b, w, `${p}B_layernorm.weight`), d.eps); // [T, N]
   const C = rmsNorm(b, Craw, vector(b, w, `${p}C_layernorm.weight`), d.eps); // [T, N]
   const delta = b.op('Softplus', [
-    b.add(linear(b, w, `${p}dt_proj.0.weight`, dt, opts.dtype), vector(b, w, `${p}dt_proj.0.bias`)),
+    b.add(linear(b, w, `${p}dt_proj.0.weight`, dt, opts), vector(b, w, `${p}dt_proj.0.bias`)),
   ]); // [T, d_in]
   const Alog = weight(w, `${p}A_log.0`);
   const A = b.weight(
@@ -359,17 +416,17 @@ function fuse(
   x: string,
   attn: string,
   m: string,
-  dtype: WeightDtype,
+  opts: GraphOptions,
 ): string {
   const p = `${layerPrefix(i)}mamba.`;
   const a = rmsNorm(b, attn, vector(b, w, `${p}pre_avg_layernorm1.weight`), d.eps);
   const s = rmsNorm(b, m, vector(b, w, `${p}pre_avg_layernorm2.weight`), d.eps);
   const avg = b.mul(b.add(a, s), b.float(0.5));
-  return b.add(x, linear(b, w, `${p}out_proj.weight`, avg, dtype));
+  return b.add(x, linear(b, w, `${p}out_proj.weight`, avg, opts));
 }
 
 /** Gated MLP: x + down(SiLU(gate n) * up n), gate and up fused into one matmul. */
-function mlp(b: GraphBuilder, d: HymbaDims, w: WeightMap, i: number, x: string, dtype: WeightDtype): string {
+function mlp(b: GraphBuilder, d: HymbaDims, w: WeightMap, i: number, x: string, opts: GraphOptions): string {
   const p = layerPrefix(i);
   const n = rmsNorm(b, x, vector(b, w, `${p}pre_moe_layernorm.weight`), d.eps);
   const gate = weight(w, `${p}moe.experts.0.gate_proj.weight`);
@@ -379,15 +436,22 @@ function mlp(b: GraphBuilder, d: HymbaDims, w: WeightMap, i: number, x: string, 
   both.set(up.data, d.I * d.H);
   const gateUp = { dims: [2 * d.I, d.H], data: both };
   const fusedName = `${p}moe.experts.0.gate_up_proj.weight`;
-  const [g, u] = b.split(linearOf(b, fusedName, gateUp, n, dtype), 1, [d.I, d.I]) as [string, string];
-  return b.add(x, linear(b, w, `${p}moe.experts.0.down_proj.weight`, b.mul(b.silu(g), u), dtype));
+  const [g, u] = b.split(linearOf(b, fusedName, gateUp, n, opts), 1, [d.I, d.I]) as [string, string];
+  return b.add(x, linear(b, w, `${p}moe.experts.0.down_proj.weight`, b.mul(b.silu(g), u), opts));
 }
 
-/** Final norm and the tied head on rows [logits_from, T): logits = x E^T via Gemm(transB) without a copy of E. */
-function lmHead(b: GraphBuilder, d: HymbaDims, w: WeightMap, x: string, dtype: WeightDtype): string {
+/**
+ * Final norm and the tied head on rows [logits_from, T): logits = x E^T via Gemm(transB) without a copy of
+ * E; int8/q4 models multiply by the int8 table E^T [H, V] that the embedding gathers from.
+ */
+function lmHead(b: GraphBuilder, d: HymbaDims, w: WeightMap, x: string, opts: GraphOptions): string {
   const from = b.input('logits_from', [], DataType.INT64);
   const n = rmsNorm(b, x, vector(b, w, 'model.final_layernorm.weight'), d.eps);
   const rows = b.slice(n, 0, b.unsqueeze(from, [0]), TO_END);
-  const E = b.weight('model.embed_tokens.weight', [d.V, d.H], weight(w, 'model.embed_tokens.weight').data, dtype);
+  if (opts.dtype === 'int8' || opts.dtype === 'q4') {
+    const { codes, scales } = quantizedTable(b, d, w, opts.dtype);
+    return int8MatMul(b, rows, codes, scales, quantExec(opts).int8);
+  }
+  const E = b.weight(TABLE, [d.V, d.H], weight(w, TABLE).data, opts.dtype);
   return b.op('Gemm', [rows, E], { transB: 1 });
 }

@@ -135,6 +135,16 @@ function tensorBytes(t: TensorInit): Uint8Array {
   return w.finish();
 }
 
+/** A TensorProto's bytes. */
+export const encodeTensor = tensorBytes;
+
+/** One length-delimited field (tag, length, body), for splicing messages. */
+export function lengthDelimited(field: number, body: Uint8Array): Uint8Array {
+  const w = new Writer();
+  w.bytes(field, body);
+  return w.finish();
+}
+
 const ATTR_TYPE = { float: 1, int: 2, string: 3, tensor: 4, graph: 5, ints: 7 } as const;
 
 function attrBytes(name: string, a: AttrValue): Uint8Array {

@@ -1,12 +1,13 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { isModelDtype, MODEL_DTYPES } from '../../engine/quantize.js';
 import { convertDir } from '../model-dir.js';
 import { CliError, parse } from './args.js';
 
 export async function runConvert(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, { dtype: { type: 'string', default: 'f32' } }, 2);
   const dtype = values.dtype;
-  if (dtype !== 'f32' && dtype !== 'f16') throw new CliError(`--dtype must be f32 or f16, got "${dtype}"`);
+  if (!isModelDtype(dtype)) throw new CliError(`--dtype must be one of ${MODEL_DTYPES.join(', ')}, got "${dtype}"`);
   const [hfDir, outDir] = positionals as [string, string];
   await mkdir(outDir, { recursive: true });
   const written: string[] = [];

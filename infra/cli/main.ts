@@ -19,7 +19,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
 
 const USAGE = `usage: hymba <command> [options]
   make-test-model <dir> --preset tiny|hymba-125m|hymba-350m|hymba-1.5b [--layers N] [--seed S]
-  convert <hf_dir> <out_dir> [--dtype f32|f16]
+  convert <hf_dir> <out_dir> [--dtype f32|f16|int8|q4]
   logits <model_dir> --ids 1,2,3
   generate <model_dir> (--ids 1,2,3 | --prompt "text") --max-tokens N [--temperature T] [--seed S]
   bench [--json <file>]

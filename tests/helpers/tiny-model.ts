@@ -29,7 +29,7 @@ export async function makeConvertedModel(
     preset?: PresetName;
     layers?: number;
     seed?: number;
-    dtype?: 'f32' | 'f16';
+    dtype?: 'f32' | 'f16' | 'int8' | 'q4';
     overrides?: Record<string, ConfigValue>;
   } = {},
 ): Promise<TestModel> {
