@@ -159,8 +159,9 @@ const line = (e: StreamEvent): Uint8Array => encoder.encode(JSON.stringify(e) + 
 
 function errorEvent(e: unknown): StreamEvent {
   if (e instanceof TurnError) return { type: 'error', error: e.body };
-  const message = e instanceof Error ? e.message : String(e);
-  return { type: 'error', error: { status: 500, type: 'server_error', code: null, param: null, message } };
+  console.error('turn failed:', e); // the client gets a generic message, never internals
+  const message = 'The server had an error while processing your request.';
+  return { type: 'error', error: { status: 500, type: 'server_error', code: 'internal_error', param: null, message } };
 }
 
 const notFound = (what: string): TurnError =>
