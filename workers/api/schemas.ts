@@ -131,6 +131,16 @@ export const ResponseFormatSchema = z.discriminatedUnion(
 
 // ---- POST /v1/chat/completions ----
 
+/** Sampling fields shared by Chat Completions and Completions. */
+const SAMPLING_FIELDS = {
+  temperature: TemperatureSchema.nullish(),
+  top_p: TopPSchema.nullish(),
+  top_k: TopKSchema.nullish(),
+  seed: SeedSchema.nullish(),
+  stop: StopSchema.nullish(),
+  n: NSchema.nullish(),
+};
+
 export const ChatCompletionRequestSchema = z
   .object({
     model: z.string().nullish(),
@@ -139,12 +149,7 @@ export const ChatCompletionRequestSchema = z
     stream_options: StreamOptionsSchema.nullish(),
     max_completion_tokens: z.number().int().min(1).nullish(),
     max_tokens: z.number().int().min(1).nullish(),
-    temperature: TemperatureSchema.nullish(),
-    top_p: TopPSchema.nullish(),
-    top_k: TopKSchema.nullish(),
-    seed: SeedSchema.nullish(),
-    stop: StopSchema.nullish(),
-    n: NSchema.nullish(),
+    ...SAMPLING_FIELDS,
     logprobs: z.boolean().nullish(),
     top_logprobs: z.number().int().min(0).max(20).nullish(),
     tools: z.array(ToolSchema).nullish(),
@@ -212,12 +217,7 @@ export const CompletionRequestSchema = z.object({
   return_token_ids: z.boolean().nullish(),
   /** 0 is allowed: with `echo` it scores the prompt without generating */
   max_tokens: z.number().int().min(0).nullish(),
-  temperature: TemperatureSchema.nullish(),
-  top_p: TopPSchema.nullish(),
-  top_k: TopKSchema.nullish(),
-  seed: SeedSchema.nullish(),
-  stop: StopSchema.nullish(),
-  n: NSchema.nullish(),
+  ...SAMPLING_FIELDS,
   user: z.string().nullish(),
   /** routes the request to a stored state, so a prompt that extends an earlier one pays only for the new part */
   prompt_cache_key: z.string().nullish(),
