@@ -10,7 +10,7 @@ import type {
 } from 'openai/resources/chat/completions';
 import type { CompletionCreateParamsNonStreaming } from 'openai/resources/completions';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { expected, openaiClient, seedModel } from './api-helpers.js';
+import { createSession, expected, openaiClient, postMessage, seedModel, sseFrames } from './api-helpers.js';
 import { MAX_TOKENS, SYSTEM, USER_TURNS } from './scenario.js';
 
 beforeAll(seedModel);
@@ -182,5 +182,30 @@ describe('Completions through the openai SDK', () => {
     for (const c of choices.slice(0, -1)) expect(c.finish_reason).toBeNull();
     expect(choices.at(-1)!.finish_reason).toBe(want.finishReason);
     expect(chunks.at(-1)!.usage?.completion_tokens).toBe(want.tokenIds.length);
+  });
+});
+
+describe('session API streaming', () => {
+  it('streams a session turn as chat.completion chunks, with the usage chunk when asked', async () => {
+    const id = await createSession(SYSTEM);
+    const res = await postMessage(id, USER_TURNS[0]!, {
+      max_tokens: MAX_TOKENS,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    expect(res.status).toBe(200);
+    const frames = sseFrames(await res.text());
+    expect(frames[frames.length - 1]).toBe('[DONE]');
+    const chunks = frames.slice(0, -1) as ChatCompletionChunk[];
+    const text = chunks.map((c) => c.choices[0]?.delta.content ?? '').join('');
+    expect(text).toBe(expected().conversation[0]!.text);
+    const usage = chunks[chunks.length - 1]!;
+    expect(usage.choices).toEqual([]);
+    expect(usage.usage).toMatchObject({
+      prompt_tokens: expected().conversation[0]!.promptIds.length,
+      completion_tokens: expected().conversation[0]!.tokenIds.length,
+      prompt_tokens_details: { cached_tokens: 0 },
+    });
   });
 });

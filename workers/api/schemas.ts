@@ -239,6 +239,7 @@ export const SessionMessageRequestSchema = z.object({
   seed: SeedSchema.nullish(),
   stop: StopSchema.nullish(),
   stream: z.boolean().nullish(),
+  stream_options: StreamOptionsSchema.nullish(),
   /** vLLM's extension, as in Chat Completions: `prompt_token_ids` and `choices[].token_ids` in the response */
   return_token_ids: z.boolean().nullish(),
 });

@@ -53,7 +53,11 @@ sessions.post('/v1/sessions/:id/messages', async function postMessage(c) {
     mode: 'session',
     owner: c.get('owner'),
   });
-  const opts = { model: modelId(c.env), returnTokenIds: body.return_token_ids === true };
+  const opts = {
+    model: modelId(c.env),
+    returnTokenIds: body.return_token_ids === true,
+    includeUsage: body.stream_options?.include_usage === true,
+  };
   if (body.stream) return sseResponse(streamChatCompletion(events, opts));
   return c.json(await collectChatCompletion(events, opts));
 });
