@@ -5,7 +5,7 @@ import { MODEL_DTYPES } from './quantize.js';
 
 export const MANIFEST_FILE = 'hymba-manifest.json';
 /** Bumped whenever the graphs change what they compute or how state is laid out. */
-export const GRAPH_VERSION = 1;
+export const GRAPH_VERSION = 2;
 
 const StageEntry = z.object({
   first: z.number().int().nonnegative(),

@@ -47,7 +47,7 @@ export interface GraphOptions {
   maxRunTokens?: number;
 }
 
-export const SCAN_CHUNK = 16;
+export const SCAN_CHUNK = 8;
 /** Default largest T per run: long enough for efficient prefill, short enough to bound activation memory. */
 export const DEFAULT_MAX_RUN_TOKENS = 128;
 
@@ -356,9 +356,12 @@ export function selectiveScan(
 }
 
 /**
- * Two levels of Hillis-Steele scans over (a, b) pairs, composed as (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2):
- * within chunks of Q = min(chunk, T) positions, then over the chunk totals. Every shift pads with the
- * identity (a=1, b=0), so a step whose offset exceeds the length is a no-op and any T up to the limit works.
+ * The scan for T > 1 in two levels over (a, b) pairs, composed as (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2):
+ * 1. within chunks of Q positions, unrolled: the chunk axis is split into Q slices and combined in order
+ *    (every op works on 1/Q of the data, and there are no shift copies);
+ * 2. over the chunk totals, a Hillis-Steele scan whose shifts pad with the identity (a=1, b=0), so a step
+ *    whose offset exceeds the number of chunks is a no-op and any T up to the limit works.
+ * Then each position's state is its in-chunk prefix applied to the state entering its chunk.
  */
 function parallelScan(
   b: GraphBuilder,
@@ -369,24 +372,33 @@ function parallelScan(
   T: string,
   opts: GraphOptions,
 ): string {
-  const chunk = opts.scanChunk ?? SCAN_CHUNK;
-  const carrySteps = Math.ceil(Math.log2(Math.max(1, (opts.maxRunTokens ?? DEFAULT_MAX_RUN_TOKENS) / chunk)));
-  const Q = b.op('Min', [T, b.ints([chunk])]);
-  const nC = b.div(b.sub(b.add(T, Q), b.ints([1])), Q); // ceil(T / Q)
-  const padLen = b.sub(b.mul(nC, Q), T);
+  const Q = opts.scanChunk ?? SCAN_CHUNK;
+  const carrySteps = Math.ceil(Math.log2(Math.max(1, (opts.maxRunTokens ?? DEFAULT_MAX_RUN_TOKENS) / Q)));
+  const nC = b.div(b.add(T, b.ints([Q - 1])), b.ints([Q])); // ceil(T / Q)
+  const padLen = b.sub(b.mul(nC, b.ints([Q])), T);
   const padPairs = b.concat([b.ints([0, 0, 0]), padLen, b.ints([0, 0])], 0); // [begins..., ends...]: end of axis 0
-  const toChunks = (x: string, fill: number): string =>
-    b.reshapeTo(b.op('Pad', [x, padPairs, b.float(fill)]), [nC, Q, d.dIn, d.dState]); // [nC, Q, d_in, N]
-  let [A1, B1] = [toChunks(a, 1), toChunks(bb, 0)];
-  for (let off = 1; off < chunk; off *= 2) [A1, B1] = scanStep(b, A1, B1, 1, off, 4, Q);
+  const toChunks = (x: string, fill: number): string[] =>
+    b.split(
+      b.reshapeTo(b.op('Pad', [x, padPairs, b.float(fill)]), [nC, Q, d.dIn, d.dState]),
+      1,
+      new Array<number>(Q).fill(1),
+    ); // Q x [nC, 1, d_in, N]
+  const as = toChunks(a, 1);
+  const bs = toChunks(bb, 0);
+  const prefixA = [as[0]!];
+  const prefixB = [bs[0]!];
+  for (let i = 1; i < Q; i++) {
+    prefixA.push(b.mul(as[i]!, prefixA[i - 1]!));
+    prefixB.push(b.add(b.mul(as[i]!, prefixB[i - 1]!), bs[i]!));
+  }
   // carry across chunks: cumulative (a, b) of each chunk's total
-  let A2 = b.squeeze(b.slice(A1, 1, -1, TO_END), [1]); // [nC, d_in, N]
-  let B2 = b.squeeze(b.slice(B1, 1, -1, TO_END), [1]);
+  let A2 = b.squeeze(prefixA[Q - 1]!, [1]); // [nC, d_in, N]
+  let B2 = b.squeeze(prefixB[Q - 1]!, [1]);
   for (let s = 0, off = 1; s < carrySteps; s++, off *= 2) [A2, B2] = scanStep(b, A2, B2, 0, off, 3, nC);
   const ends = b.add(b.mul(A2, b.unsqueeze(s0, [0])), B2); // state after each chunk [nC, d_in, N]
-  const entering = b.slice(b.concat([b.unsqueeze(s0, [0]), ends], 0), 0, 0, nC); // state before each chunk
-  const states = b.add(b.mul(A1, b.unsqueeze(entering, [1])), B1); // [nC, Q, d_in, N]
-  return b.slice(b.reshape(states, [-1, d.dIn, d.dState]), 0, 0, T); // [T, d_in, N]
+  const entering = b.unsqueeze(b.slice(b.concat([b.unsqueeze(s0, [0]), ends], 0), 0, 0, nC), [1]); // [nC, 1, d_in, N]
+  const states = prefixA.map((pa, i) => b.add(b.mul(pa, entering), prefixB[i]!)); // Q x [nC, 1, d_in, N]
+  return b.slice(b.reshape(b.concat(states, 1), [-1, d.dIn, d.dState]), 0, 0, T); // [T, d_in, N]
 }
 
 /** One Hillis-Steele step along `axis` (of length `len`): combine each element with the one `off` earlier. */
