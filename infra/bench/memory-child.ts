@@ -49,7 +49,15 @@ async function main(): Promise<void> {
   const out: Record<string, { rss: number; wasmHeap: number | null }> = { init: snap() };
   if (file !== 'baseline') {
     let graph: Uint8Array | null = readFileSync(file);
-    const s = await ort.InferenceSession.create(graph, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+    // HYMBA_BENCH_NO_PREPACK=1: ORT's session.disable_prepacking (weights are not re-laid out for the GEMM)
+    const extra = process.env.HYMBA_BENCH_NO_PREPACK ? { session: { disable_prepacking: '1' } } : undefined;
+    // HYMBA_BENCH_NO_ARENA=1: no CPU memory arena (buffers freed after each run instead of pooled)
+    const s = await ort.InferenceSession.create(graph, {
+      executionProviders: ['wasm'],
+      graphOptimizationLevel: 'all',
+      ...(extra ? { extra } : {}),
+      ...(process.env.HYMBA_BENCH_NO_ARENA ? { enableCpuMemArena: false } : {}),
+    });
     graph = null;
     out.created = snap();
     const work = workloads(layerModel().dims);
