@@ -9,6 +9,7 @@ import {
   type ChatMessage,
 } from '../engine/chat-template.js';
 import { generate, type GenerateResult, type GeneratedToken } from '../engine/generate.js';
+import { logSoftmax, topLogprobs } from '../engine/sampling.js';
 import type { HymbaEngine } from '../engine/model.js';
 import { cloneState, deserializeState, serializeState, type HymbaState } from '../engine/state.js';
 import type { ApiErrorBody, TokenLogprob, TurnEvent, TurnPrompt, TurnRequest } from './protocol.js';
@@ -181,6 +182,22 @@ export function prepareTurn(engine: HymbaEngine, req: TurnRequest): PreparedTurn
   return { ids, room };
 }
 
+/**
+ * Log-probs of prompt tokens 1..n-1 from the logits rows of tokens 0..n-2 ([n-1, V]); the first token has
+ * none (null), as the OpenAI Completions API reports with `echo`.
+ */
+function scorePrompt(engine: HymbaEngine, ids: number[], logits: Float32Array, top: number): (TokenLogprob | null)[] {
+  const V = engine.model.dims.V;
+  const out: (TokenLogprob | null)[] = [null];
+  for (let i = 0; i + 1 < ids.length; i++) {
+    const lp = logSoftmax(logits.subarray(i * V, (i + 1) * V));
+    const entry = describe(engine, ids[i + 1]!, lp[ids[i + 1]!]!);
+    if (top > 0) entry.top = topLogprobs(lp, top).map((a) => describe(engine, a.id, a.logprob));
+    out.push(entry);
+  }
+  return out;
+}
+
 /** Run one turn, yielding its events; commits to `store` (when given) only if it completes. */
 export async function* runTurn(
   engine: HymbaEngine,
@@ -191,9 +208,15 @@ export async function* runTurn(
 ): AsyncGenerator<TurnEvent> {
   const { dims } = engine.model;
   const { ids, room } = prepared;
-  const { state, cached } = restore(engine, store, ids);
+  // echo with log-probs scores every prompt token, so it starts from the meta prefix, not a snapshot
+  const echo = req.echo === true && req.logprobs !== undefined;
+  const { state, cached } = echo ? { state: engine.newState(), cached: 0 } : restore(engine, store, ids);
   // prefill all but the last prompt token here, keeping that state for the commit (see canonicalState)
-  if (ids.length - cached > 1) await engine.runner.forward(state, ids.slice(cached, -1), 'none');
+  let promptLogprobs: (TokenLogprob | null)[] | undefined = echo ? [null] : undefined;
+  if (ids.length - cached > 1) {
+    const run = await engine.runner.forward(state, ids.slice(cached, -1), echo ? 'all' : 'none');
+    if (echo) promptLogprobs = scorePrompt(engine, ids, run.logits, req.logprobs!);
+  }
   const beforeLast = store ? { state: cloneState(state), tokens: ids.slice(0, -1) } : null;
   const tok = engine.tokenizer;
   const gen = generate(
@@ -214,6 +237,7 @@ export async function* runTurn(
   );
   const start: TurnEvent = { type: 'start', promptTokens: ids.length, cachedTokens: cached };
   if (req.returnTokenIds) start.promptIds = ids;
+  if (promptLogprobs) start.promptLogprobs = promptLogprobs;
   let started = false;
   let text = '';
   let completion = 0;
