@@ -238,13 +238,13 @@ export class SessionDO extends DurableObject<Env> {
   async info(owner: string | null): Promise<SessionInfo> {
     this.owned(owner);
     const s = this.store;
-    const newest = s.snapshots()[0];
+    const snapshots = s.snapshots();
     return {
       created: s.meta()!.created,
       messages: s.messages(),
       turns: s.turns(),
-      stateTokens: newest?.tokens.length ?? 0,
-      snapshots: s.snapshots().length,
+      stateTokens: snapshots[0]?.tokens.length ?? 0,
+      snapshots: snapshots.length,
       snapshotBytes: s.snapshotBytesTotal(),
     };
   }

@@ -11,6 +11,7 @@ import {
 import { generate, type GenerateResult, type GeneratedToken } from '../engine/generate.js';
 import { logSoftmax, topLogprobs } from '../engine/sampling.js';
 import type { HymbaEngine } from '../engine/model.js';
+import type { HymbaTokenizer } from '../engine/tokenizer.js';
 import { cloneState, deserializeState, serializeState, type HymbaState } from '../engine/state.js';
 import type { ApiErrorBody, TokenLogprob, TurnEvent, TurnPrompt, TurnRequest } from './protocol.js';
 import type { SessionStore } from './session-store.js';
@@ -29,6 +30,27 @@ export const invalid = (message: string, param: string | null = null): TurnError
 /** Snapshots kept per session after each commit (newest first). */
 export const KEEP_SNAPSHOTS = 4;
 
+/** Text as ids, with BOS unless the text already starts with it (a template that emits it). */
+function encodeText(tok: HymbaTokenizer, text: string): number[] {
+  return tok.encode(text, { addBos: tok.addBosToken && !templateEmitsBos(text, tok.bosToken) });
+}
+
+/** Messages rendered with the model's chat template (or the Hymba Instruct default), as ids. */
+function encodeConversation(
+  tok: HymbaTokenizer,
+  messages: ChatMessage[],
+  tools: object[] | undefined,
+  addGenerationPrompt: boolean,
+): number[] {
+  const text = renderChat(tok.chatTemplate ?? HYMBA_INSTRUCT_CHAT_TEMPLATE, messages, {
+    addGenerationPrompt,
+    bosToken: tok.bosToken,
+    eosToken: tok.eosToken,
+    ...(tools ? { tools } : {}),
+  });
+  return encodeText(tok, text);
+}
+
 /** The prompt as token ids, meta tokens excluded. */
 export function promptIds(engine: HymbaEngine, prompt: TurnPrompt): number[] {
   const V = engine.model.dims.V;
@@ -40,22 +62,15 @@ export function promptIds(engine: HymbaEngine, prompt: TurnPrompt): number[] {
   }
   const tok = engine.tokenizer;
   if (!tok) throw invalid('this model has no tokenizer: send the prompt as token ids', 'prompt');
-  let text: string;
-  if (prompt.kind === 'text') text = prompt.text;
+  let ids: number[];
+  if (prompt.kind === 'text') ids = encodeText(tok, prompt.text);
   else {
-    const template = tok.chatTemplate ?? HYMBA_INSTRUCT_CHAT_TEMPLATE;
     try {
-      text = renderChat(template, prompt.messages, {
-        addGenerationPrompt: true,
-        bosToken: tok.bosToken,
-        eosToken: tok.eosToken,
-        ...(prompt.tools ? { tools: prompt.tools } : {}),
-      });
+      ids = encodeConversation(tok, prompt.messages, prompt.tools, true);
     } catch (e) {
       throw invalid(e instanceof Error ? e.message : String(e), 'messages');
     }
   }
-  const ids = tok.encode(text, { addBos: tok.addBosToken && !templateEmitsBos(text, tok.bosToken) });
   if (ids.length === 0) throw invalid('the prompt is empty', 'prompt');
   return ids;
 }
@@ -143,18 +158,12 @@ async function canonicalState(
 /** The ids of the conversation with the reply appended, as the next turn's prompt will begin. */
 function renderedWithReply(engine: HymbaEngine, prompt: TurnPrompt, reply: string): number[] | null {
   if (prompt.kind !== 'chat' || !engine.tokenizer) return null;
-  const tok = engine.tokenizer;
-  const text = renderChat(
-    tok.chatTemplate ?? HYMBA_INSTRUCT_CHAT_TEMPLATE,
+  return encodeConversation(
+    engine.tokenizer,
     [...prompt.messages, { role: 'assistant', content: reply }],
-    {
-      addGenerationPrompt: false,
-      bosToken: tok.bosToken,
-      eosToken: tok.eosToken,
-      ...(prompt.tools ? { tools: prompt.tools } : {}),
-    },
+    prompt.tools,
+    false,
   );
-  return tok.encode(text, { addBos: tok.addBosToken && !templateEmitsBos(text, tok.bosToken) });
 }
 
 export interface PreparedTurn {

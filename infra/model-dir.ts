@@ -16,7 +16,7 @@ export const TOKENIZER_FILES = [
   'tokenizer.model',
 ];
 
-async function exists(path: string): Promise<boolean> {
+export async function exists(path: string): Promise<boolean> {
   return access(path).then(
     () => true,
     () => false,

@@ -5,10 +5,10 @@
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MANIFEST_FILE } from '../../engine/manifest.js';
-import { convertDir } from '../model-dir.js';
+import { convertDir, exists } from '../model-dir.js';
 import { makeTestModel } from '../test-model/make-test-model.js';
 import { CliError, intFlag, parse } from './args.js';
 
@@ -16,12 +16,7 @@ const ROOT = resolve(import.meta.dirname, '../..');
 const DEFAULT_DIR = join(ROOT, 'models', 'default');
 const PERSIST = join(ROOT, '.wrangler', 'state');
 const BUCKET = 'hymba-models';
-
-const exists = (p: string): Promise<boolean> =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
+const WRANGLER = join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js');
 
 /** The tiny random-initialised default model, converted; made once. */
 async function defaultModel(): Promise<string> {
@@ -66,11 +61,10 @@ async function upload(dir: string): Promise<string> {
   const prefix = `models/${manifest.fingerprint}/`;
   const marker = join(PERSIST, `uploaded-${manifest.fingerprint}`);
   if (await exists(marker)) return prefix;
-  const wrangler = join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js');
   for (const name of await readdir(dir)) {
     console.log(`[hymba dev] uploading ${name} to the local model store`);
     await run(process.execPath, [
-      wrangler,
+      WRANGLER,
       'r2',
       'object',
       'put',
@@ -93,11 +87,10 @@ export async function runDev(argv: string[]): Promise<void> {
   const dir = model ? await modelDir(model) : await defaultModel();
   const prefix = await upload(dir);
   const port = String(intFlag(values.port, 'port', 1));
-  const wrangler = join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js');
   console.log(`[hymba dev] serving ${dir} on http://127.0.0.1:${port}`);
   const child = spawn(
     process.execPath,
-    [wrangler, 'dev', '--ip', '127.0.0.1', '--port', port, '--persist-to', PERSIST, '--var', `MODEL_PREFIX:${prefix}`],
+    [WRANGLER, 'dev', '--ip', '127.0.0.1', '--port', port, '--persist-to', PERSIST, '--var', `MODEL_PREFIX:${prefix}`],
     { cwd: ROOT, stdio: 'inherit' },
   );
   await new Promise<void>((ok) => child.on('exit', () => ok()));
