@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { MANIFEST_FILE } from '../../engine/manifest.js';
+import { GRAPH_VERSION, MANIFEST_FILE, parseManifest } from '../../engine/manifest.js';
 import { convertDir, exists } from '../model-dir.js';
 import { makeTestModel } from '../test-model/make-test-model.js';
 import { CliError, intFlag, parse } from './args.js';
@@ -18,10 +18,16 @@ const PERSIST = join(ROOT, '.wrangler', 'state');
 const BUCKET = 'hymba-models';
 const WRANGLER = join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js');
 
-/** The tiny random-initialised default model, converted; made once. */
+/** Whether a converted directory was made by this version of the graph builder. */
+async function current(dir: string): Promise<boolean> {
+  if (!(await exists(join(dir, MANIFEST_FILE)))) return false;
+  return parseManifest(await readFile(join(dir, MANIFEST_FILE), 'utf8')).graphVersion === GRAPH_VERSION;
+}
+
+/** The tiny random-initialised default model, converted; made once (again after a graph change). */
 async function defaultModel(): Promise<string> {
   const converted = join(DEFAULT_DIR, 'converted');
-  if (await exists(join(converted, MANIFEST_FILE))) return converted;
+  if (await current(converted)) return converted;
   console.log('[hymba dev] preparing the default model (tiny random-initialised Hymba, real tokenizer)...');
   const hf = join(DEFAULT_DIR, 'hf');
   await rm(DEFAULT_DIR, { recursive: true, force: true });
