@@ -1,40 +1,34 @@
-// SessionDO: one SQLite-backed Durable Object per conversation. For now it only loads the model and runs a
-// forward pass; the serving work adds transcripts, snapshots and generation on top.
+// SessionDO: one SQLite-backed Durable Object per conversation: transcript, turn log, the index of state
+// snapshots, tokenizer and chat template. The model's layers run in StageDOs (durable-objects/stage-do.ts),
+// which hold the state slices; a one-stage model is the same code with one stage.
 //
-// The engine is cached at module level: every object of this class in an isolate shares one load (weights
-// are copied into ORT's WASM heap once per isolate, platform.md).
+// The model's front (manifest, config, tokenizer) is cached at module level: every object of this class in
+// an isolate shares one load.
 
 import { DurableObject } from 'cloudflare:workers';
-// precompiled by the bundler (CompiledWasm rule): workerd refuses to compile WASM bytes at run time
-import ortWasm from 'onnxruntime-web/ort-wasm-simd-threaded.wasm';
-import { HymbaEngine, type ModelSource } from '../engine/model.js';
-import { initOrt } from '../engine/runtime/ort.js';
+import { loadFront, type ModelFront } from '../engine/model.js';
+import type { StatePipeline } from '../engine/pipeline.js';
 import type { Env } from '../workers/env.js';
 import { r2ModelSource } from './r2-model-source.js';
 import type { ChatMessage } from '../engine/chat-template.js';
 import type { TurnEvent, TurnRequest } from './protocol.js';
 import { SessionStore, type SessionMeta, type StoredMessage, type TurnRecord } from './session-store.js';
+import type { StageLoadInfo } from './stage-do.js';
+import { StagePipeline, stageRoutes } from './stage-pipeline.js';
 import { prepareTurn, runTurn, TurnError } from './turn.js';
+import type { LoadTiming } from './timed-source.js';
 
-/** How the model of this isolate was loaded. */
-export interface EngineInfo {
+/** How the model was loaded: the front here, each stage in its own object. */
+export interface EngineInfo extends LoadTiming {
   prefix: string;
   fingerprint: string;
   vocab: number;
   stages: number;
-  /** ORT was instantiated through the precompiled-module redirect during this load (true on an isolate's first load) */
+  /** ORT was instantiated through the precompiled-module redirect by some stage's load */
   redirected: boolean;
-  /** wall time of HymbaEngine.load: R2 reads, ORT instantiation, session creation, tokenizer */
+  /** wall time until the front and every stage were loaded (stages load in parallel) */
   loadMs: number;
-  /** the part of loadMs spent waiting for R2 */
-  readMs: number;
-  /** bytes read from R2 (characters for the text files) */
-  bytesRead: number;
-  /**
-   * Compute time between reads, keyed by the file read just before: after a stage graph it is that graph's
-   * session creation (the first one includes ORT's instantiation); after the last file, the tokenizer.
-   */
-  computeMs: Record<string, number>;
+  perStage: StageLoadInfo[];
 }
 
 export interface LogitsResult {
@@ -46,73 +40,16 @@ export interface LogitsResult {
   forwardMs: number;
 }
 
-interface Loaded {
-  engine: HymbaEngine;
-  info: EngineInfo;
-}
+const fronts = new Map<string, Promise<ModelFront>>();
 
-const engines = new Map<string, Promise<Loaded>>();
-
-/** Times a source's reads and the compute between them (HymbaEngine.load reads and works in turn). */
-function timedSource(src: ModelSource) {
-  let readMs = 0;
-  let bytes = 0;
-  const computeMs: Record<string, number> = {};
-  let last: { name: string; end: number } | null = null;
-  const computeUntil = (now: number): void => {
-    if (last) computeMs[last.name] = (computeMs[last.name] ?? 0) + (now - last.end);
-  };
-  const timed =
-    <T extends string | Uint8Array>(read: (name: string) => Promise<T | null>) =>
-    async (name: string): Promise<T | null> => {
-      const t0 = performance.now();
-      computeUntil(t0);
-      try {
-        const out = await read(name);
-        if (out !== null) bytes += typeof out === 'string' ? out.length : out.byteLength;
-        return out;
-      } finally {
-        const t1 = performance.now();
-        readMs += t1 - t0;
-        last = { name, end: t1 };
-      }
-    };
-  return {
-    src: { readText: timed((n) => src.readText(n)), readBytes: timed((n) => src.readBytes(n)) } as ModelSource,
-    finish: () => {
-      computeUntil(performance.now());
-      last = null;
-      return { readMs, bytesRead: bytes, computeMs };
-    },
-  };
-}
-
-async function loadEngine(env: Env, prefix: string): Promise<Loaded> {
-  initOrt({ wasmModule: ortWasm });
-  const timed = timedSource(r2ModelSource(env.MODEL_STORE, prefix));
-  const t0 = performance.now();
-  const engine = await HymbaEngine.load(timed.src);
-  const loadMs = performance.now() - t0;
-  const info: EngineInfo = {
-    prefix,
-    fingerprint: engine.fingerprint,
-    vocab: engine.model.dims.V,
-    stages: engine.runner.stages.length,
-    redirected: engine.runner.stages.some((s) => s.graph.redirected),
-    loadMs,
-    ...timed.finish(),
-  };
-  return { engine, info };
-}
-
-/** The isolate's engine for the model under `prefix`, loaded on first use; a failed load is retried next time. */
-function engineFor(env: Env, prefix: string): Promise<Loaded> {
-  let loading = engines.get(prefix);
+/** The isolate's model front for `prefix`, loaded on first use; a failed load is retried next time. */
+function frontFor(env: Env, prefix: string): Promise<ModelFront> {
+  let loading = fronts.get(prefix);
   if (!loading) {
-    const p = loadEngine(env, prefix);
-    engines.set(prefix, p);
+    const p = loadFront(r2ModelSource(env.MODEL_STORE, prefix));
+    fronts.set(prefix, p);
     p.catch(() => {
-      if (engines.get(prefix) === p) engines.delete(prefix);
+      if (fronts.get(prefix) === p) fronts.delete(prefix);
     });
     loading = p;
   }
@@ -197,12 +134,21 @@ export class SessionDO extends DurableObject<Env> {
     return this.storeCache;
   }
 
-  /** Whether this isolate's model is loaded; starts loading it if not (health checks). */
+  /** The key the stages file this conversation's state under. */
+  private get sessionKey(): string {
+    return this.ctx.id.toString();
+  }
+
+  private pipeline(front: ModelFront, session: string): StatePipeline {
+    return new StagePipeline(front, stageRoutes(this.env, front, this.prefix, session), session);
+  }
+
+  /** Whether this isolate's model front is loaded; starts loading it if not (health checks). */
   async status(): Promise<{ ready: boolean; fingerprint?: string; error?: string }> {
     const waitMs = 50;
     try {
       return await Promise.race([
-        engineFor(this.env, this.prefix).then((l) => ({ ready: true, fingerprint: l.engine.fingerprint })),
+        frontFor(this.env, this.prefix).then((f) => ({ ready: true, fingerprint: f.fingerprint })),
         new Promise<{ ready: boolean }>((ok) => setTimeout(() => ok({ ready: false }), waitMs)),
       ]);
     } catch (e) {
@@ -210,18 +156,44 @@ export class SessionDO extends DurableObject<Env> {
     }
   }
 
-  /** Load the model (once per isolate) and describe that load. */
+  /** Load the model (the front here, each stage in its object) and describe that load. */
   async model(): Promise<EngineInfo> {
-    return (await engineFor(this.env, this.prefix)).info;
+    const t0 = performance.now();
+    const front = await frontFor(this.env, this.prefix);
+    const perStage = await Promise.all(
+      stageRoutes(this.env, front, this.prefix, this.sessionKey).map((s) => s.stub.load(s.addr)),
+    );
+    const computeMs: Record<string, number> = {};
+    for (const st of perStage)
+      for (const [k, v] of Object.entries(st.computeMs)) computeMs[k] = (computeMs[k] ?? 0) + v;
+    return {
+      prefix: this.prefix,
+      fingerprint: front.fingerprint,
+      vocab: front.model.dims.V,
+      stages: perStage.length,
+      redirected: perStage.some((st) => st.redirected),
+      loadMs: performance.now() - t0,
+      readMs: perStage.reduce((n, st) => n + st.readMs, 0),
+      bytesRead: perStage.reduce((n, st) => n + st.bytesRead, 0),
+      computeMs,
+      perStage,
+    };
   }
 
   /** Logits of every position of `ids`, run from a fresh session state (meta tokens already processed). */
   async logits(ids: number[]): Promise<LogitsResult> {
-    const { engine } = await engineFor(this.env, this.prefix);
-    const t0 = performance.now();
-    const out = await engine.runner.forward(engine.newState(), ids, 'all');
-    const forwardMs = performance.now() - t0;
-    return { logits: out.logits, rows: out.rows, vocab: engine.model.dims.V, forwardMs };
+    const front = await frontFor(this.env, this.prefix);
+    const pipeline = this.pipeline(front, `logits:${crypto.randomUUID()}`);
+    const open = await pipeline.open(null);
+    if (!open.ok) throw new Error(open.reason);
+    try {
+      const t0 = performance.now();
+      const out = await pipeline.forward(open.cursor, ids, 'all');
+      const forwardMs = performance.now() - t0;
+      return { logits: out.logits, rows: out.rows, vocab: front.model.dims.V, forwardMs };
+    } finally {
+      await pipeline.close(open.cursor);
+    }
   }
 
   /** Create a session (session API). */
@@ -252,6 +224,8 @@ export class SessionDO extends DurableObject<Env> {
   async destroy(owner: string | null): Promise<void> {
     this.owned(owner);
     if (this.busy) throw busy();
+    const front = await frontFor(this.env, this.prefix).catch(() => null);
+    if (front) await this.pipeline(front, this.sessionKey).retain([]); // the stages' slices go first
     await this.ctx.storage.deleteAll();
     this.storeCache = null;
   }
@@ -262,11 +236,10 @@ export class SessionDO extends DurableObject<Env> {
     const s = this.store;
     if (!Number.isInteger(turn) || turn < 0 || turn > s.lastTurn()) throw notFound(`turn ${turn}`);
     const snap = s.snapshots().find((x) => x.turn === turn) ?? null;
-    const bytes = snap ? s.snapshotBytes(snap.id) : null;
     return {
       messages: s.messages(turn),
       turns: s.turns().filter((t) => t.turn <= turn),
-      snapshot: snap && bytes ? { turn, fingerprint: snap.fingerprint, tokens: snap.tokens, bytes } : null,
+      snapshot: snap ? { ...snap, turn, from: this.sessionKey } : null,
     };
   }
 
@@ -278,7 +251,20 @@ export class SessionDO extends DurableObject<Env> {
       data.turns,
       data.messages.filter((m) => m.turn > 0),
     );
-    if (data.snapshot) s.importSnapshot(data.snapshot.turn, data.snapshot);
+    if (data.snapshot) await this.importSnapshot(data.snapshot);
+  }
+
+  /** Copy a fork's snapshot slices from the source session's stages to this one's (replicas may differ). */
+  private async importSnapshot(snap: NonNullable<ForkData['snapshot']>): Promise<void> {
+    const front = await frontFor(this.env, this.prefix);
+    if (snap.fingerprint !== front.fingerprint) return;
+    const from = stageRoutes(this.env, front, this.prefix, snap.from);
+    const to = stageRoutes(this.env, front, this.prefix, this.sessionKey);
+    const id = this.store.allocateSnapshotId();
+    const slices = await Promise.all(from.map((st) => st.stub.exportSlice(snap.from, snap.id)));
+    if (slices.some((b) => b === null)) return; // the fork re-prefills its transcript instead
+    await Promise.all(to.map((st, k) => st.stub.importSlice(this.sessionKey, id, slices[k]!)));
+    this.store.importSnapshot(snap.turn, { id, fingerprint: snap.fingerprint, tokens: snap.tokens, bytes: snap.bytes });
   }
 
   /**
@@ -363,9 +349,10 @@ export class SessionDO extends DurableObject<Env> {
   private async startTurn(req: TurnRequest, call: TurnCall, signal: AbortSignal): Promise<AsyncGenerator<TurnEvent>> {
     if (call.mode === 'ephemeral') {
       // nothing stored: turns of unrelated requests may share this object concurrently
-      const { engine } = await engineFor(this.env, this.prefix);
-      const prepared = prepareTurn(engine, req);
-      return runTurn(engine, null, req, { newMessages: [], signal, record: false }, prepared);
+      const front = await frontFor(this.env, this.prefix);
+      const prepared = prepareTurn(front, req);
+      const pipeline = this.pipeline(front, `ephemeral:${crypto.randomUUID()}`);
+      return runTurn(front, pipeline, null, req, { newMessages: [], signal, record: false }, prepared);
     }
     if (this.busy) throw busy();
     let store: SessionStore | null = null;
@@ -393,9 +380,11 @@ export class SessionDO extends DurableObject<Env> {
     }
     this.busy = true;
     try {
-      const { engine } = await engineFor(this.env, this.prefix);
-      const prepared = prepareTurn(engine, request); // prompt errors surface before the stream starts
-      return runTurn(engine, store, request, { newMessages, signal, record: call.mode === 'session' }, prepared);
+      const front = await frontFor(this.env, this.prefix);
+      const prepared = prepareTurn(front, request); // prompt errors surface before the stream starts
+      const pipeline = this.pipeline(front, this.sessionKey);
+      const opts = { newMessages, signal, record: call.mode === 'session' };
+      return runTurn(front, pipeline, store, request, opts, prepared);
     } catch (e) {
       this.busy = false;
       throw e;
@@ -406,5 +395,6 @@ export class SessionDO extends DurableObject<Env> {
 export interface ForkData {
   messages: StoredMessage[];
   turns: TurnRecord[];
-  snapshot: { turn: number; fingerprint: string; tokens: number[]; bytes: Uint8Array } | null;
+  /** the snapshot at the fork's turn, by reference: its slices are copied between the stages */
+  snapshot: { turn: number; from: string; id: number; fingerprint: string; tokens: number[]; bytes: number } | null;
 }

@@ -1,11 +1,11 @@
-// A session's SQLite storage: transcript, turn log and model-state snapshots (chunked into rows <= 1 MiB,
-// under the 2 MB row limit). Every turn commits in one transaction; the transcript is the source of truth and
-// snapshots are a cache that can always be recomputed from it.
+// A session's SQLite storage: transcript, turn log and the index of model-state snapshots (their bytes live
+// in the stages that hold the layers, durable-objects/stage-store.ts). Every turn commits in one transaction;
+// the transcript is the source of truth and snapshots are a cache that can always be recomputed from it.
 
 import type { ChatMessage } from '../engine/chat-template.js';
 
-const SCHEMA_VERSION = 1;
-const CHUNK_BYTES = 1 << 20;
+/** 2: snapshot bytes moved to the stages (version 1 kept them here; those rows are dropped on upgrade) */
+const SCHEMA_VERSION = 2;
 
 export interface SnapshotInfo {
   id: number;
@@ -42,9 +42,18 @@ export interface CommitTurn {
   completionTokens: number;
   cachedTokens: number;
   finishReason: string;
-  snapshot: { fingerprint: string; tokens: number[]; bytes: Uint8Array } | null;
+  /** the snapshot the stages have just stored under `id` (allocateSnapshotId) */
+  snapshot: NewSnapshot | null;
   /** snapshots kept after the commit (newest first) */
   keepSnapshots: number;
+}
+
+export interface NewSnapshot {
+  id: number;
+  fingerprint: string;
+  tokens: number[];
+  /** its size in the stages */
+  bytes: number;
 }
 
 const idsToBlob = (ids: number[]): ArrayBuffer => Uint32Array.from(ids).buffer;
@@ -63,6 +72,12 @@ export class SessionStore {
     const row = this.sql.exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'schema'`).toArray()[0];
     if (row && Number(row.value) === SCHEMA_VERSION) return;
     this.storage.transactionSync(() => {
+      if (row && Number(row.value) === 1) {
+        // version 1 stored snapshot bytes here: the stages have none of them, so they are recomputed
+        this.sql.exec(`DROP TABLE IF EXISTS snapshot_chunks`);
+        this.sql.exec(`DROP TABLE IF EXISTS snapshots`);
+        this.sql.exec(`UPDATE turns SET snapshot_id = NULL`);
+      }
       this.sql.exec(`CREATE TABLE IF NOT EXISTS messages (
         seq INTEGER PRIMARY KEY, turn INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, extra TEXT)`);
       this.sql.exec(`CREATE TABLE IF NOT EXISTS turns (
@@ -70,9 +85,7 @@ export class SessionStore {
         cached_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, snapshot_id INTEGER, created INTEGER NOT NULL)`);
       this.sql.exec(`CREATE TABLE IF NOT EXISTS snapshots (
         id INTEGER PRIMARY KEY, turn INTEGER NOT NULL, fingerprint TEXT NOT NULL, tokens BLOB NOT NULL,
-        n_tokens INTEGER NOT NULL, bytes INTEGER NOT NULL, chunks INTEGER NOT NULL)`);
-      this.sql.exec(`CREATE TABLE IF NOT EXISTS snapshot_chunks (
-        snapshot_id INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (snapshot_id, seq))`);
+        n_tokens INTEGER NOT NULL, bytes INTEGER NOT NULL)`);
       this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)`, String(SCHEMA_VERSION));
     });
   }
@@ -157,28 +170,18 @@ export class SessionStore {
       }));
   }
 
-  /** The snapshot's bytes, reassembled from its chunks; null when rows are missing. */
-  snapshotBytes(id: number): Uint8Array | null {
-    const info = this.sql
-      .exec<{ bytes: number; chunks: number }>(`SELECT bytes, chunks FROM snapshots WHERE id = ?`, id)
-      .toArray()[0];
-    if (!info) return null;
-    const chunks = this.sql
-      .exec<{ seq: number; data: ArrayBuffer }>(
-        `SELECT seq, data FROM snapshot_chunks WHERE snapshot_id = ? ORDER BY seq`,
-        id,
-      )
-      .toArray();
-    if (chunks.length !== info.chunks) return null;
-    const out = new Uint8Array(info.bytes);
-    let o = 0;
-    for (const c of chunks) {
-      const part = new Uint8Array(c.data);
-      if (o + part.length > out.length) return null;
-      out.set(part, o);
-      o += part.length;
-    }
-    return o === info.bytes ? out : null;
+  /**
+   * A fresh snapshot id for the stages to store under before the commit. Ids are never reused, so a stray
+   * slice left by a failed turn can never be mistaken for a later snapshot.
+   */
+  allocateSnapshotId(): number {
+    return this.storage.transactionSync(() => {
+      const row = this.sql.exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'next_snapshot'`).toArray()[0];
+      const max = this.sql.exec<{ m: number | null }>(`SELECT MAX(id) AS m FROM snapshots`).toArray()[0]?.m ?? 0;
+      const id = Math.max(Number(row?.value ?? 1), max + 1);
+      this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('next_snapshot', ?)`, String(id + 1));
+      return id;
+    });
   }
 
   deleteSnapshot(id: number): void {
@@ -186,7 +189,7 @@ export class SessionStore {
   }
 
   /** Append the turn's messages, its log row and its snapshot atomically; then trim old snapshots. */
-  commitTurn(c: CommitTurn): { turn: number; snapshotId: number | null } {
+  commitTurn(c: CommitTurn): { turn: number; snapshotId: number | null; keep: number[] } {
     return this.storage.transactionSync(() => {
       const turn = this.lastTurn() + 1;
       for (const m of c.messages) this.insertMessage(turn, m);
@@ -202,9 +205,9 @@ export class SessionStore {
         snapshotId,
         Date.now(),
       );
-      const old = this.snapshots().slice(c.keepSnapshots);
-      for (const s of old) this.dropSnapshot(s.id);
-      return { turn, snapshotId };
+      const all = this.snapshots();
+      for (const s of all.slice(c.keepSnapshots)) this.dropSnapshot(s.id);
+      return { turn, snapshotId, keep: all.slice(0, c.keepSnapshots).map((s) => s.id) };
     });
   }
 
@@ -214,8 +217,8 @@ export class SessionStore {
     return r?.b ?? 0;
   }
 
-  /** Copy a snapshot in as-is (forks). */
-  importSnapshot(turn: number, s: { fingerprint: string; tokens: number[]; bytes: Uint8Array }): void {
+  /** Index a snapshot the stages already hold (forks). */
+  importSnapshot(turn: number, s: NewSnapshot): void {
     this.storage.transactionSync(() => void this.insertSnapshot(turn, s));
   }
 
@@ -243,31 +246,20 @@ export class SessionStore {
     this.sql.exec(`INSERT INTO messages (turn, role, content, extra) VALUES (?, ?, ?, ?)`, turn, role, content, extra);
   }
 
-  private insertSnapshot(turn: number, s: { fingerprint: string; tokens: number[]; bytes: Uint8Array }): number {
-    const chunks = Math.ceil(s.bytes.length / CHUNK_BYTES);
-    const id = this.sql
-      .exec<{ id: number }>(
-        `INSERT INTO snapshots (turn, fingerprint, tokens, n_tokens, bytes, chunks) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-        turn,
-        s.fingerprint,
-        idsToBlob(s.tokens),
-        s.tokens.length,
-        s.bytes.length,
-        chunks,
-      )
-      .one().id;
-    for (let k = 0; k < chunks; k++)
-      this.sql.exec(
-        `INSERT INTO snapshot_chunks (snapshot_id, seq, data) VALUES (?, ?, ?)`,
-        id,
-        k,
-        s.bytes.slice(k * CHUNK_BYTES, (k + 1) * CHUNK_BYTES).buffer,
-      );
-    return id;
+  private insertSnapshot(turn: number, s: NewSnapshot): number {
+    this.sql.exec(
+      `INSERT INTO snapshots (id, turn, fingerprint, tokens, n_tokens, bytes) VALUES (?, ?, ?, ?, ?, ?)`,
+      s.id,
+      turn,
+      s.fingerprint,
+      idsToBlob(s.tokens),
+      s.tokens.length,
+      s.bytes,
+    );
+    return s.id;
   }
 
   private dropSnapshot(id: number): void {
-    this.sql.exec(`DELETE FROM snapshot_chunks WHERE snapshot_id = ?`, id);
     this.sql.exec(`DELETE FROM snapshots WHERE id = ?`, id);
     this.sql.exec(`UPDATE turns SET snapshot_id = NULL WHERE snapshot_id = ?`, id);
   }

@@ -10,9 +10,9 @@ import {
 } from '../engine/chat-template.js';
 import { generate, type GenerateResult, type GeneratedToken } from '../engine/generate.js';
 import { logSoftmax, topLogprobs } from '../engine/sampling.js';
-import type { HymbaEngine } from '../engine/model.js';
+import type { ModelFront } from '../engine/model.js';
+import type { Cursor, StatePipeline } from '../engine/pipeline.js';
 import type { HymbaTokenizer } from '../engine/tokenizer.js';
-import { cloneState, deserializeState, serializeState, type HymbaState } from '../engine/state.js';
 import type { ApiErrorBody, TokenLogprob, TurnEvent, TurnPrompt, TurnRequest } from './protocol.js';
 import type { SessionStore } from './session-store.js';
 
@@ -52,7 +52,7 @@ function encodeConversation(
 }
 
 /** The prompt as token ids, meta tokens excluded. */
-export function promptIds(engine: HymbaEngine, prompt: TurnPrompt): number[] {
+export function promptIds(engine: ModelFront, prompt: TurnPrompt): number[] {
   const V = engine.model.dims.V;
   if (prompt.kind === 'ids') {
     if (prompt.ids.length === 0) throw invalid('the prompt is empty', 'prompt');
@@ -78,32 +78,37 @@ export function promptIds(engine: HymbaEngine, prompt: TurnPrompt): number[] {
 const isPrefix = (prefix: number[], ids: number[]): boolean =>
   prefix.length <= ids.length && prefix.every((id, i) => ids[i] === id);
 
+/** A cursor at the meta-token prefix. */
+async function openFresh(pipeline: StatePipeline): Promise<Cursor> {
+  const r = await pipeline.open(null);
+  if (!r.ok) throw new Error(`the meta-token prefix state is unavailable: ${r.reason}`);
+  return r.cursor;
+}
+
 /**
  * The newest usable snapshot whose tokens are a proper prefix of `ids` (at least one new token is needed for
- * logits). Snapshots of another model, or that fail to decode (checksum, truncation), are deleted.
+ * logits). Snapshots of another model, or that a stage cannot restore (checksum, missing rows), are deleted.
  */
-function restore(
-  engine: HymbaEngine,
+async function restore(
+  engine: ModelFront,
+  pipeline: StatePipeline,
   store: SessionStore | null,
   ids: number[],
-): { state: HymbaState; cached: number } {
+): Promise<{ cursor: Cursor; cached: number }> {
   for (const s of store?.snapshots() ?? []) {
     if (s.fingerprint !== engine.fingerprint) {
       store!.deleteSnapshot(s.id);
       continue;
     }
     if (s.tokens.length >= ids.length || !isPrefix(s.tokens, ids)) continue;
-    const bytes = store!.snapshotBytes(s.id);
-    try {
-      if (!bytes) throw new Error('snapshot rows are missing');
-      const state = deserializeState(engine.model.dims, bytes, engine.fingerprint);
-      if (state.position !== engine.model.dims.M + s.tokens.length) throw new Error('position does not match tokens');
-      return { state, cached: s.tokens.length };
-    } catch {
-      store!.deleteSnapshot(s.id); // the transcript is the truth: this state will be recomputed
-    }
+    const r = await pipeline.open(s.id);
+    if (r.ok && r.cursor.position === engine.model.dims.M + s.tokens.length)
+      return { cursor: r.cursor, cached: s.tokens.length };
+    if (r.ok) await pipeline.close(r.cursor);
+    else console.warn(`snapshot ${s.id} is unusable, recomputing: ${r.reason}`);
+    store!.deleteSnapshot(s.id); // the transcript is the truth: this state will be recomputed
   }
-  return { state: engine.newState(), cached: 0 };
+  return { cursor: await openFresh(pipeline), cached: 0 };
 }
 
 export interface TurnOptions {
@@ -114,12 +119,12 @@ export interface TurnOptions {
   signal?: AbortSignal;
 }
 
-function describe(engine: HymbaEngine, id: number, logprob: number): TokenLogprob {
+function describe(engine: ModelFront, id: number, logprob: number): TokenLogprob {
   const text = engine.tokenizer?.decode([id]) ?? '';
   return { id, text, logprob };
 }
 
-function tokenLogprob(engine: HymbaEngine, t: GeneratedToken): TokenLogprob | undefined {
+function tokenLogprob(engine: ModelFront, t: GeneratedToken): TokenLogprob | undefined {
   if (t.logprob === undefined) return undefined;
   const out = describe(engine, t.id, t.logprob);
   if (t.topLogprobs) out.top = t.topLogprobs.map((a) => describe(engine, a.id, a.logprob));
@@ -139,11 +144,11 @@ function commonPrefix(a: number[], b: number[]): number {
  * the live state when it is a prefix; otherwise re-runs the reply from the state before the last prompt token.
  */
 async function canonicalState(
-  engine: HymbaEngine,
-  live: { state: HymbaState; tokens: number[] },
-  beforeLast: { state: HymbaState; tokens: number[] },
+  pipeline: StatePipeline,
+  live: { cursor: Cursor; tokens: number[] },
+  beforeLast: { cursor: Cursor; tokens: number[] },
   canonical: number[],
-): Promise<{ state: HymbaState; tokens: number[] }> {
+): Promise<{ cursor: Cursor; tokens: number[] }> {
   const k = commonPrefix(canonical, live.tokens);
   let base = live;
   if (k < live.tokens.length) {
@@ -151,12 +156,12 @@ async function canonicalState(
     base = beforeLast;
   }
   if (canonical.length > base.tokens.length)
-    await engine.runner.forward(base.state, canonical.slice(base.tokens.length), 'none');
-  return { state: base.state, tokens: canonical };
+    await pipeline.forward(base.cursor, canonical.slice(base.tokens.length), 'none');
+  return { cursor: base.cursor, tokens: canonical };
 }
 
 /** The ids of the conversation with the reply appended, as the next turn's prompt will begin. */
-function renderedWithReply(engine: HymbaEngine, prompt: TurnPrompt, reply: string): number[] | null {
+function renderedWithReply(engine: ModelFront, prompt: TurnPrompt, reply: string): number[] | null {
   if (prompt.kind !== 'chat' || !engine.tokenizer) return null;
   return encodeConversation(
     engine.tokenizer,
@@ -173,7 +178,7 @@ export interface PreparedTurn {
 }
 
 /** Tokenize and check the prompt; throws the TurnError the client should get. */
-export function prepareTurn(engine: HymbaEngine, req: TurnRequest): PreparedTurn {
+export function prepareTurn(engine: ModelFront, req: TurnRequest): PreparedTurn {
   const { dims } = engine.model;
   const ids = promptIds(engine, req.prompt);
   const room = dims.maxPositions - dims.M - ids.length;
@@ -195,7 +200,7 @@ export function prepareTurn(engine: HymbaEngine, req: TurnRequest): PreparedTurn
  * Log-probs of prompt tokens 1..n-1 from the logits rows of tokens 0..n-2 ([n-1, V]); the first token has
  * none (null), as the OpenAI Completions API reports with `echo`.
  */
-function scorePrompt(engine: HymbaEngine, ids: number[], logits: Float32Array, top: number): (TokenLogprob | null)[] {
+function scorePrompt(engine: ModelFront, ids: number[], logits: Float32Array, top: number): (TokenLogprob | null)[] {
   const V = engine.model.dims.V;
   const out: (TokenLogprob | null)[] = [null];
   for (let i = 0; i + 1 < ids.length; i++) {
@@ -207,86 +212,103 @@ function scorePrompt(engine: HymbaEngine, ids: number[], logits: Float32Array, t
   return out;
 }
 
-/** Run one turn, yielding its events; commits to `store` (when given) only if it completes. */
+/**
+ * Run one turn, yielding its events; commits to `store` (when given) only if it completes. The commit is two
+ * steps: the pipeline stores the new state under a fresh snapshot id, then the session's transaction makes
+ * that id current; older snapshots are dropped only after that. A failure before the transaction leaves the
+ * previous snapshot current everywhere (the stray new one is dropped by the next commit).
+ */
 export async function* runTurn(
-  engine: HymbaEngine,
+  engine: ModelFront,
+  pipeline: StatePipeline,
   store: SessionStore | null,
   req: TurnRequest,
   opts: TurnOptions,
   prepared: PreparedTurn = prepareTurn(engine, req),
 ): AsyncGenerator<TurnEvent> {
-  const { dims } = engine.model;
   const { ids, room } = prepared;
   // echo with log-probs scores every prompt token, so it starts from the meta prefix, not a snapshot
   const echo = req.echo === true && req.logprobs !== undefined;
-  const { state, cached } = echo ? { state: engine.newState(), cached: 0 } : restore(engine, store, ids);
-  // prefill all but the last prompt token here, keeping that state for the commit (see canonicalState)
-  let promptLogprobs: (TokenLogprob | null)[] | undefined = echo ? [null] : undefined;
-  if (ids.length - cached > 1) {
-    const run = await engine.runner.forward(state, ids.slice(cached, -1), echo ? 'all' : 'none');
-    if (echo) promptLogprobs = scorePrompt(engine, ids, run.logits, req.logprobs!);
-  }
-  const beforeLast = store ? { state: cloneState(state), tokens: ids.slice(0, -1) } : null;
-  const tok = engine.tokenizer;
-  const gen = generate(
-    engine.runner.stepper(state),
-    ids.slice(-1),
-    {
-      maxTokens: Math.min(req.maxTokens, room),
-      temperature: req.temperature,
-      ...(req.topP !== undefined ? { topP: req.topP } : {}),
-      ...(req.topK !== undefined ? { topK: req.topK } : {}),
-      ...(req.seed !== undefined ? { seed: req.seed } : {}),
-      stopTokenIds: engine.manifest.generation.eosTokenIds,
-      stopStrings: tok ? req.stop : [],
-      ...(req.logprobs !== undefined ? { logprobs: req.logprobs } : {}),
-      ...(opts.signal ? { signal: opts.signal } : {}),
-    },
-    tok ? () => tok.incrementalDecoder({ skipSpecial: true }) : undefined,
-  );
-  const start: TurnEvent = { type: 'start', promptTokens: ids.length, cachedTokens: cached };
-  if (req.returnTokenIds) start.promptIds = ids;
-  if (promptLogprobs) start.promptLogprobs = promptLogprobs;
-  let started = false;
-  let text = '';
-  let completion = 0;
-  let r = await gen.next();
-  for (; !r.done; r = await gen.next()) {
+  const { cursor, cached } = echo
+    ? { cursor: await openFresh(pipeline), cached: 0 }
+    : await restore(engine, pipeline, store, ids);
+  const open: Cursor[] = [cursor];
+  try {
+    // prefill all but the last prompt token here, keeping that state for the commit (see canonicalState)
+    let promptLogprobs: (TokenLogprob | null)[] | undefined = echo ? [null] : undefined;
+    if (ids.length - cached > 1) {
+      const run = await pipeline.forward(cursor, ids.slice(cached, -1), echo ? 'all' : 'none');
+      if (echo) promptLogprobs = scorePrompt(engine, ids, run.logits, req.logprobs!);
+    }
+    let beforeLast: { cursor: Cursor; tokens: number[] } | null = null;
+    if (store) {
+      beforeLast = { cursor: await pipeline.fork(cursor), tokens: ids.slice(0, -1) };
+      open.push(beforeLast.cursor);
+    }
+    const tok = engine.tokenizer;
+    const gen = generate(
+      { feed: async (fed) => (await pipeline.forward(cursor, fed, 'last')).logits },
+      ids.slice(-1),
+      {
+        maxTokens: Math.min(req.maxTokens, room),
+        temperature: req.temperature,
+        ...(req.topP !== undefined ? { topP: req.topP } : {}),
+        ...(req.topK !== undefined ? { topK: req.topK } : {}),
+        ...(req.seed !== undefined ? { seed: req.seed } : {}),
+        stopTokenIds: engine.manifest.generation.eosTokenIds,
+        stopStrings: tok ? req.stop : [],
+        ...(req.logprobs !== undefined ? { logprobs: req.logprobs } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      },
+      tok ? () => tok.incrementalDecoder({ skipSpecial: true }) : undefined,
+    );
+    const start: TurnEvent = { type: 'start', promptTokens: ids.length, cachedTokens: cached };
+    if (req.returnTokenIds) start.promptIds = ids;
+    if (promptLogprobs) start.promptLogprobs = promptLogprobs;
+    let started = false;
+    let text = '';
+    let completion = 0;
+    let r = await gen.next();
+    for (; !r.done; r = await gen.next()) {
+      if (!started) yield start;
+      started = true;
+      completion++;
+      text += r.value.text;
+      const lp = tokenLogprob(engine, r.value);
+      yield { type: 'token', id: r.value.id, text: r.value.text, ...(lp ? { logprob: lp } : {}) };
+    }
+    const result: GenerateResult = r.value;
+    if (result.finishReason === 'abort') return; // the client went away: nothing is committed
     if (!started) yield start;
-    started = true;
-    completion++;
-    text += r.value.text;
-    const lp = tokenLogprob(engine, r.value);
-    yield { type: 'token', id: r.value.id, text: r.value.text, ...(lp ? { logprob: lp } : {}) };
-  }
-  const result: GenerateResult = r.value;
-  if (result.finishReason === 'abort') return; // the client went away: nothing is committed
-  if (!started) yield start;
-  text += result.tail;
-  if (store && beforeLast) {
-    let kept = { state, tokens: [...ids.slice(0, -1), ...result.fedIds] };
-    const canonical = renderedWithReply(engine, req.prompt, text);
-    if (canonical) kept = await canonicalState(engine, kept, beforeLast, canonical);
-    store.commitTurn({
-      messages: opts.record ? [...opts.newMessages, { role: 'assistant', content: text }] : [],
+    text += result.tail;
+    if (store && beforeLast) {
+      let kept = { cursor, tokens: [...ids.slice(0, -1), ...result.fedIds] };
+      const canonical = renderedWithReply(engine, req.prompt, text);
+      if (canonical) kept = await canonicalState(pipeline, kept, beforeLast, canonical);
+      const snapshotId = store.allocateSnapshotId();
+      const bytes = await pipeline.persist(kept.cursor, snapshotId); // 1. every stage stores its slice
+      const { keep } = store.commitTurn({
+        // 2. the session makes it current, atomically with the transcript
+        messages: opts.record ? [...opts.newMessages, { role: 'assistant', content: text }] : [],
+        promptTokens: ids.length,
+        completionTokens: completion,
+        cachedTokens: cached,
+        finishReason: result.finishReason,
+        snapshot: { id: snapshotId, fingerprint: engine.fingerprint, tokens: kept.tokens, bytes },
+        keepSnapshots: KEEP_SNAPSHOTS,
+      });
+      // 3. only now may older snapshots go; a failure here leaves garbage the next commit removes
+      await pipeline.retain(keep).catch((e: unknown) => console.warn('dropping old snapshots failed:', e));
+    }
+    yield {
+      type: 'done',
+      finishReason: result.finishReason,
       promptTokens: ids.length,
       completionTokens: completion,
       cachedTokens: cached,
-      finishReason: result.finishReason,
-      snapshot: {
-        fingerprint: engine.fingerprint,
-        tokens: kept.tokens,
-        bytes: serializeState(dims, kept.state, engine.fingerprint),
-      },
-      keepSnapshots: KEEP_SNAPSHOTS,
-    });
+      tail: result.tail,
+    };
+  } finally {
+    await Promise.all(open.map((c) => pipeline.close(c).catch(() => undefined)));
   }
-  yield {
-    type: 'done',
-    finishReason: result.finishReason,
-    promptTokens: ids.length,
-    completionTokens: completion,
-    cachedTokens: cached,
-    tail: result.tail,
-  };
 }

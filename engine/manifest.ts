@@ -5,7 +5,7 @@ import { MODEL_DTYPES } from './quantize.js';
 
 export const MANIFEST_FILE = 'hymba-manifest.json';
 /** Bumped whenever the graphs change what they compute or how state is laid out. */
-export const GRAPH_VERSION = 2;
+export const GRAPH_VERSION = 3;
 
 const StageEntry = z.object({
   first: z.number().int().nonnegative(),
@@ -15,6 +15,26 @@ const StageEntry = z.object({
   /** the stage's ONNX graph with its weights inside */
   graph: z.string(),
   weightBytes: z.number().int().nonnegative(),
+});
+
+/** The stage plan a budgeted conversion followed (`hymba convert --budget-mb`): estimates, not measurements. */
+const PlanRecord = z.object({
+  /** memory per isolate the stages were packed for, in MB (1e6 bytes) */
+  budgetMb: z.number().positive(),
+  /** text tokens of session state each stage was sized to hold */
+  contextTokens: z.number().int().positive(),
+  /** sessions whose state each stage was sized to hold in memory */
+  hotSessions: z.number().int().nonnegative(),
+  stages: z.array(
+    z.object({
+      first: z.number().int().nonnegative(),
+      last: z.number().int().positive(),
+      /** ORT baseline + weights as loaded + activation peak + hot sessions' state */
+      estimatedBytes: z.number().int().nonnegative(),
+      /** fp32 state of the stage's layers for one session at contextTokens */
+      stateBytesPerSession: z.number().int().nonnegative(),
+    }),
+  ),
 });
 
 export const ManifestSchema = z.object({
@@ -35,10 +55,13 @@ export const ManifestSchema = z.object({
   /** tokenizer.json / tokenizer_config.json copied from the checkpoint, when it had them */
   tokenizer: z.boolean(),
   generation: z.object({ bosTokenId: z.number().int(), eosTokenIds: z.array(z.number().int()) }),
+  /** optional: present when the stages came from the planner */
+  plan: PlanRecord.optional(),
 });
 
 export type Manifest = z.infer<typeof ManifestSchema>;
 export type ManifestStage = z.infer<typeof StageEntry>;
+export type ManifestPlan = z.infer<typeof PlanRecord>;
 
 export function parseManifest(text: string): Manifest {
   let raw: unknown;

@@ -1,11 +1,12 @@
-// Runs token ids through a model's stage graphs, continuing from and updating a HymbaState.
+// Runs token ids through a model's stage graphs (one StageRunner each), continuing from and updating a HymbaState.
 // Long inputs are split into runs of at most maxRunTokens; a forward either completes or leaves the state as it was.
+// Several sessions at one token each can be decoded together in one run per stage (forwardBatch).
 
 import type { ModelConfig } from './config.js';
 import type { StageSpec } from './onnx/hymba-graph.js';
-import { stateNames } from './onnx/hymba-graph.js';
-import { float32, int64, type LoadedGraph, type OrtTensor } from './runtime/ort.js';
-import { emptyState, type HymbaState, type LayerState } from './state.js';
+import type { LoadedGraph } from './runtime/ort.js';
+import { StageRunner, type StageInput } from './stage-runner.js';
+import { emptyState, type HymbaState } from './state.js';
 import type { TokenStepper } from './generate.js';
 
 export interface Stage {
@@ -30,23 +31,50 @@ export class InputError extends Error {
 }
 
 export class HymbaRunner {
-  /** ORT sessions are shared by every caller in an isolate; runs go one at a time, in arrival order */
-  private tail: Promise<unknown> = Promise.resolve();
+  /** one per stage, in layer order; ORT runs go one at a time through StageRunner's queue */
+  readonly stageRunners: StageRunner[];
 
   constructor(
     readonly model: ModelConfig,
     readonly stages: Stage[],
     readonly maxRunTokens: number,
-  ) {}
+  ) {
+    this.stageRunners = stages.map((s) => new StageRunner(model, s, maxRunTokens));
+  }
 
   /** Feed text token ids (each in [0, V)) and advance `state`. */
   async forward(state: HymbaState, ids: number[], want: LogitsWanted = 'last'): Promise<ForwardResult> {
-    const { V } = this.model.dims;
     if (ids.length === 0) throw new InputError('no tokens to process');
-    if (state.position < this.model.dims.M) throw new InputError('the state has not processed the meta tokens yet');
-    for (const id of ids)
-      if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`token id ${id} is outside [0, ${V})`);
+    this.checkText(state, ids);
     return this.forwardRaw(state, ids, want);
+  }
+
+  /**
+   * Continuous batching: one text token for each session, all decoded in one run per stage. Returns each
+   * session's logits row [V]; equal (to float tolerance) to forward(states[k], [ids[k]]) one by one. Either
+   * every state advances or none does.
+   */
+  async forwardBatch(states: HymbaState[], ids: number[]): Promise<Float32Array[]> {
+    if (states.length !== ids.length) throw new InputError(`${states.length} states but ${ids.length} tokens`);
+    if (states.length === 0) return [];
+    if (new Set(states).size !== states.length) throw new InputError('a state appears twice in one batch');
+    states.forEach((s, k) => this.checkText(s, [ids[k]!]));
+    const work = states.map((s) => ({ position: s.position, layers: s.layers.slice() }));
+    let inputs: StageInput[] = ids.map((id) => ({ ids: [id] }));
+    let logits: Float32Array[] = [];
+    for (const runner of this.stageRunners) {
+      // each stage advances its own layers and a position of its own; the sessions' positions move once, below
+      const views = work.map((w) => ({ position: w.position, layers: w.layers }));
+      const outs = await runner.runBatch(views.map((state, k) => ({ state, input: inputs[k]! })));
+      if (runner.stage.spec.head)
+        logits = outs.map((o) => o.logits!); // one row [V] each
+      else inputs = outs.map((o) => ({ hidden: o.hidden! }));
+    }
+    states.forEach((s, k) => {
+      s.layers = work[k]!.layers;
+      s.position = work[k]!.position + 1;
+    });
+    return logits;
   }
 
   /** The state after the M meta tokens: the same for every session, computed once per model. */
@@ -71,6 +99,13 @@ export class HymbaRunner {
   /** A TokenStepper over one state, for the generation loop. */
   stepper(state: HymbaState): TokenStepper {
     return { feed: async (ids) => (await this.forward(state, ids, 'last')).logits };
+  }
+
+  private checkText(state: HymbaState, ids: number[]): void {
+    const { V, M } = this.model.dims;
+    if (state.position < M) throw new InputError('the state has not processed the meta tokens yet');
+    for (const id of ids)
+      if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`token id ${id} is outside [0, ${V})`);
   }
 
   private async forwardRaw(state: HymbaState, ids: number[], want: LogitsWanted): Promise<ForwardResult> {
@@ -99,60 +134,18 @@ export class HymbaRunner {
     return { logits, rows: total / V };
   }
 
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(fn, fn);
-    this.tail = run.catch(() => undefined);
-    return run;
-  }
-
+  /** One run through every stage, each passing its hidden rows to the next. */
   private async runChunk(state: HymbaState, ids: number[], logitsFrom: number): Promise<Float32Array> {
-    const d = this.model.dims;
-    let hidden: OrtTensor | null = null;
+    let input: StageInput = { ids };
     let logits: Float32Array = new Float32Array(0);
-    for (const { spec, graph } of this.stages) {
-      const feeds: Record<string, OrtTensor> = { position: int64([state.position], []) };
-      if (spec.embed) feeds.input_ids = int64(ids);
-      else feeds.hidden_in = hidden!;
-      if (spec.head) feeds.logits_from = int64([logitsFrom], []);
-      for (let i = spec.first; i < spec.last; i++) {
-        const l = layerOf(state, i);
-        const n = stateNames(i);
-        feeds[n.conv] = float32(l.conv, [d.dConv - 1, d.dIn]);
-        feeds[n.ssm] = float32(l.ssm, [d.dIn, d.dState]);
-        if (l.key && l.value) {
-          feeds[n.key] = float32(l.key, [d.kvHeads, l.kvLen, d.dqk]);
-          feeds[n.value] = float32(l.value, [d.kvHeads, l.kvLen, d.dv]);
-        }
-      }
-      const out = await this.exclusive(() => graph.session.run(feeds));
-      for (let i = spec.first; i < spec.last; i++) state.layers[i] = layerFromOutputs(out, i, layerOf(state, i));
-      if (spec.head) logits = out.logits!.data as Float32Array;
-      else hidden = out.hidden_out!;
+    for (const runner of this.stageRunners) {
+      // every stage starts at the chunk's position; the shared layers array collects each stage's layers
+      const view: HymbaState = { position: state.position, layers: state.layers };
+      const out = await runner.run(view, input, logitsFrom);
+      if (runner.stage.spec.head) logits = out.logits!;
+      else input = { hidden: out.hidden! };
     }
     state.position += ids.length;
     return logits;
   }
-}
-
-function layerOf(state: HymbaState, i: number): LayerState {
-  const l = state.layers[i];
-  if (!l) throw new Error(`state has no layer ${i}`);
-  return l;
-}
-
-function layerFromOutputs(out: Record<string, OrtTensor>, i: number, prev: LayerState): LayerState {
-  const n = stateNames(i);
-  const data = (name: string): Float32Array => {
-    const t = out[`${name}_out`];
-    if (!t) throw new Error(`graph output ${name}_out is missing`);
-    return t.data as Float32Array;
-  };
-  if (!prev.key) return { conv: data(n.conv), ssm: data(n.ssm), key: null, value: null, kvLen: 0 };
-  return {
-    conv: data(n.conv),
-    ssm: data(n.ssm),
-    key: data(n.key),
-    value: data(n.value),
-    kvLen: out[`${n.key}_out`]!.dims[1]!,
-  };
 }

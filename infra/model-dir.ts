@@ -3,8 +3,9 @@
 import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openCheckpoint } from '../engine/checkpoint.js';
+import { loadConfig, type ModelConfig } from '../engine/config.js';
 import { convertCheckpoint, type ConvertOptions } from '../engine/convert.js';
-import { MANIFEST_FILE } from '../engine/manifest.js';
+import { MANIFEST_FILE, parseManifest, type Manifest } from '../engine/manifest.js';
 import { HymbaEngine, type ModelSource } from '../engine/model.js';
 import { dirCheckpointSource } from './node-files.js';
 import { initNodeOrt } from './node-ort.js';
@@ -39,6 +40,32 @@ export function dirModelSource(dir: string): ModelSource {
       return b ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength) : null;
     },
   };
+}
+
+export interface ModelDirInfo {
+  dir: string;
+  model: ModelConfig;
+  /** the manifest of a converted directory; null for a Hugging Face checkpoint */
+  manifest: Manifest | null;
+}
+
+/** A model directory's config without its weights: a converted one's manifest, or a checkpoint's config.json. */
+export async function readModelDir(dir: string): Promise<ModelDirInfo> {
+  if (await exists(join(dir, MANIFEST_FILE))) {
+    const manifest = parseManifest(await readFile(join(dir, MANIFEST_FILE), 'utf8'));
+    return { dir, model: loadConfig(manifest.config), manifest };
+  }
+  if (!(await exists(join(dir, 'config.json'))))
+    throw new Error(
+      `${dir} is neither a converted model (${MANIFEST_FILE}) nor a Hugging Face checkpoint (config.json)`,
+    );
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+  } catch {
+    throw new Error(`${join(dir, 'config.json')} is not valid JSON`);
+  }
+  return { dir, model: loadConfig(raw), manifest: null };
 }
 
 /** Convert a Hugging Face directory, calling `write` for every output file (tokenizer files included). */

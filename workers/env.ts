@@ -1,10 +1,21 @@
 // The Worker's bindings, as declared in wrangler.toml.
 
 import type { SessionDO } from '../durable-objects/session-do.js';
+import type { StageDO } from '../durable-objects/stage-do.js';
 
 export interface Env {
   /** one SQLite-backed object per conversation */
   SESSIONS: DurableObjectNamespace<SessionDO>;
+  /** pipeline stages: one object per (model, replica, stage) */
+  STAGES: DurableObjectNamespace<StageDO>;
+  /** pipeline replicas per model (default 1) */
+  STAGE_REPLICAS?: string;
+  /** most decode steps batched into one run at a stage (default 16; 1 turns batching off) */
+  STAGE_MAX_BATCH?: string;
+  /** how long a decode step waits at a stage for others to batch with (default 0 ms) */
+  STAGE_BATCH_WAIT_MS?: string;
+  /** bytes of snapshots a stage keeps in memory, in MiB (default 32) */
+  STAGE_HOT_STATE_MB?: string;
   /** converted model files under MODEL_PREFIX */
   MODEL_STORE: R2Bucket;
   /** key prefix of the model in MODEL_STORE, ending with "/" */
@@ -24,7 +35,7 @@ declare global {
     // what `import { exports } from 'cloudflare:workers'` is typed as
     interface GlobalProps {
       mainModule: typeof import('./index.js');
-      durableNamespaces: 'SessionDO';
+      durableNamespaces: 'SessionDO' | 'StageDO';
     }
   }
 }

@@ -8,6 +8,7 @@ import { models } from './routes/models.js';
 import { sessions } from './routes/sessions.js';
 
 export { SessionDO } from '../durable-objects/session-do.js';
+export { StageDO } from '../durable-objects/stage-do.js';
 
 const app = new Hono<AppEnv>();
 

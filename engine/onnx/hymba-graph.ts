@@ -1,10 +1,18 @@
-// The Hymba forward pass as an ONNX graph for one stage = layers [first, last), continuing from any state.
+// The Hymba forward pass as an ONNX graph for one stage = layers [first, last), continuing from any state, for
+// a batch of B sessions at once (B = 1 for a prompt; B > 1 decodes one token of each of several sessions).
 //
-// Inputs:  input_ids [T] int64 (stage with embedding; id V+j is meta token j) or hidden_in [T, H];
-//          position [] int64: absolute position of the first new token (meta tokens count);
-//          logits_from [] int64 (stage with head): first row that gets logits;
-//          per layer i: conv.i [d_conv-1, d_in], ssm.i [d_in, N]; per producer: key.i [kv, S, dqk], value.i [kv, S, dv].
-// Outputs: logits [T - logits_from, V] or hidden_out [T, H]; the same state names with "_out".
+// Inputs:  input_ids [B, T] int64 (stage with embedding; id V+j is meta token j) or hidden_in [B, T, H];
+//          position [B] int64: absolute position of each session's first new token (meta tokens count);
+//          logits_from [] int64 (stage with head): first row of each session that gets logits;
+//          per layer i: conv.i [B, d_conv-1, d_in], ssm.i [B, d_in, N];
+//          per producer: key.i [B, kv, S, dqk], value.i [B, kv, S, dv], S = the longest session's entry count;
+//          session b's first kvEntries(position_b) entries are real, the rest right padding (masked out).
+// Outputs: logits [B * (T - logits_from), V] or hidden_out [B, T, H]; the same state names with "_out", except
+//          that K/V outputs hold only the T new entries, [B, kv, T, d] (rotated keys, values): the caller
+//          appends them and trims sliding caches (the graph would copy the whole cache once more to do it).
+//
+// The trunk stays 2-D, rows R = B*T (norms, matmuls, MLP, head work row by row); only the sequential parts
+// (RoPE positions, causal conv, scan, attention and the K/V update) see the [B, T, ...] layout.
 //
 // Glossary (hymba.md): H hidden, d_in = expand*H SSM channels, N d_state, W window, M meta tokens,
 // delta step size, A = -exp(A_log) decay, B/C input/output projections of the selective scan, D skip.
@@ -61,12 +69,27 @@ export const stateNames = (i: number) => ({
 
 /** Values shared by every layer of one run. */
 interface RunContext {
-  T: string; // [1] int64 new-token count
-  qPos: string; // [T] int64 absolute positions of the new tokens
-  cos: string; // [T, 1, dqk]
-  sin: string; // [T, 1, dqk]
+  Bs: string; // [1] int64 number of sessions
+  T: string; // [1] int64 new tokens per session
+  position: string; // [B, 1] int64 each session's position before the run
+  qPos: string; // [B, T] int64 absolute positions of the new tokens
+  cos: string; // [B, T, 1, dqk]
+  sin: string; // [B, T, 1, dqk]
   /** K/V of each producer after this run's tokens (before trimming to the window) and their mask */
   kv: Map<number, { key: string; value: string; mask: string }>;
+}
+
+/**
+ * The shape [B, T, ...rest] (rest constant), built once per graph: the first use must be in the main graph,
+ * not inside an If branch, whose values the rest of the graph cannot see.
+ */
+function shapeBT(b: GraphBuilder, ctx: RunContext, rest: number[]): string {
+  return b.once(`shapeBT:${rest.join(',')}`, () => b.concat([ctx.Bs, ctx.T, b.ints(rest)], 0));
+}
+
+/** Rows [R, ...] viewed as [B, T, ...rest]. */
+function toBT(b: GraphBuilder, ctx: RunContext, x: string, rest: number[]): string {
+  return b.op('Reshape', [x, shapeBT(b, ctx, rest)]);
 }
 
 export function checkStage(dims: HymbaDims, s: StageSpec): void {
@@ -82,13 +105,17 @@ export function buildStageGraph(model: ModelConfig, w: WeightMap, stage: StageSp
   const { dims } = model;
   checkStage(dims, stage);
   const b = new GraphBuilder();
-  const position = b.input('position', [], DataType.INT64);
-  let x = stage.embed ? embed(b, dims, w, opts) : b.input('hidden_in', ['T', dims.H]);
-  const ctx = runContext(b, dims, x, position);
+  const position = b.input('position', ['B'], DataType.INT64);
+  // the batch's input as rows [R, H], R = B*T
+  const input = stage.embed
+    ? b.input('input_ids', ['B', 'T'], DataType.INT64)
+    : b.input('hidden_in', ['B', 'T', dims.H]);
+  const ctx = runContext(b, dims, b.dim(input, 0), b.dim(input, 1), position);
+  let x = stage.embed ? embed(b, dims, w, b.reshape(input, [-1]), opts) : b.reshape(input, [-1, dims.H]);
   for (let i = stage.first; i < stage.last; i++)
     x = b.within(`layer${i}`, () => hymbaLayer(b, dims, w, i, x, ctx, opts));
-  if (stage.head) b.output(lmHead(b, dims, w, x, opts), 'logits', ['R', dims.V]);
-  else b.output(x, 'hidden_out', ['T', dims.H]);
+  if (stage.head) b.output(lmHead(b, dims, w, x, ctx, opts), 'logits', ['R', dims.V]);
+  else b.output(toBT(b, ctx, x, [dims.H]), 'hidden_out', ['B', 'T', dims.H]);
   return b;
 }
 
@@ -116,12 +143,12 @@ function quantizedTable(
   });
 }
 
-/** The token table's lookup: ids [T] (all < V) -> rows [T, H]. Its weights are created here, once. */
+/** The token table's lookup: ids [R] (all < V) -> rows [R, H]. Its weights are created here, once. */
 function tokenTable(b: GraphBuilder, d: HymbaDims, w: WeightMap, opts: GraphOptions): (ids: string) => string {
   if (opts.dtype === 'int8' || opts.dtype === 'q4') {
     const { codes, scales } = quantizedTable(b, d, w, opts.dtype);
     return (ids) => {
-      const cols = b.cast(b.op('Gather', [codes, ids], { axis: 1 }), DataType.FLOAT); // [H, T]
+      const cols = b.cast(b.op('Gather', [codes, ids], { axis: 1 }), DataType.FLOAT); // [H, R]
       return b.mul(b.transpose(cols, [1, 0]), b.unsqueeze(b.op('Gather', [scales, ids], { axis: 0 }), [1]));
     };
   }
@@ -129,30 +156,29 @@ function tokenTable(b: GraphBuilder, d: HymbaDims, w: WeightMap, opts: GraphOpti
   return (ids) => b.op('Gather', [table, ids], { axis: 0 });
 }
 
-/** x = [meta tokens ; embed(ids)] expressed as one gather: ids >= V select meta rows. */
-function embed(b: GraphBuilder, d: HymbaDims, w: WeightMap, opts: GraphOptions): string {
-  const ids = b.input('input_ids', ['T'], DataType.INT64);
+/** x = [meta tokens ; embed(ids)] expressed as one gather: ids [R] >= V select meta rows. */
+function embed(b: GraphBuilder, d: HymbaDims, w: WeightMap, ids: string, opts: GraphOptions): string {
   const lookup = tokenTable(b, d, w, opts);
   if (d.M === 0) return lookup(ids);
   const metaData = weight(w, 'model.memory_tokens').data;
   const meta = b.weight('model.memory_tokens', [d.M, d.H], metaData, floatDtype(opts.dtype));
   const V = b.ints([d.V], true);
-  const isMeta = b.op('GreaterOrEqual', [ids, V]); // [T]
+  const isMeta = b.op('GreaterOrEqual', [ids, V]); // [R]
   const zero = b.ints([0], true);
-  const tokenRow = lookup(b.op('Where', [isMeta, zero, ids])); // [T, H]
-  const metaRow = b.op('Gather', [meta, b.op('Where', [isMeta, b.sub(ids, V), zero])], { axis: 0 }); // [T, H]
+  const tokenRow = lookup(b.op('Where', [isMeta, zero, ids])); // [R, H]
+  const metaRow = b.op('Gather', [meta, b.op('Where', [isMeta, b.sub(ids, V), zero])], { axis: 0 }); // [R, H]
   return b.op('Where', [b.unsqueeze(isMeta, [1]), metaRow, tokenRow]);
 }
 
 /** Positions of the new tokens and their RoPE tables (angles in fp32, as the reference computes them). */
-function runContext(b: GraphBuilder, d: HymbaDims, x: string, position: string): RunContext {
-  const T = b.dim(x, 0);
-  const Tscalar = b.squeeze(T, [0]);
-  const qPos = b.add(b.op('Range', [b.ints([0], true), Tscalar, b.ints([1], true)]), position); // [T]
-  const invFreq = b.weight('rope.inv_freq', [1, d.dqk / 2], ropeInvFreq(d), 'f32');
-  const angle = b.mul(b.unsqueeze(b.cast(qPos, DataType.FLOAT), [1]), invFreq); // [T, dqk/2]
-  const full = b.unsqueeze(b.concat([angle, angle], 1), [1]); // [T, 1, dqk]
-  return { T, qPos, cos: b.op('Cos', [full]), sin: b.op('Sin', [full]), kv: new Map() };
+function runContext(b: GraphBuilder, d: HymbaDims, Bs: string, T: string, position: string): RunContext {
+  const steps = b.op('Range', [b.ints([0], true), b.squeeze(T, [0]), b.ints([1], true)]); // [T]
+  const p = b.unsqueeze(position, [1]); // [B, 1]
+  const qPos = b.add(p, b.unsqueeze(steps, [0])); // [B, T]
+  const invFreq = b.weight('rope.inv_freq', [1, 1, d.dqk / 2], ropeInvFreq(d), 'f32');
+  const angle = b.mul(b.unsqueeze(b.cast(qPos, DataType.FLOAT), [2]), invFreq); // [B, T, dqk/2]
+  const full = b.unsqueeze(b.concat([angle, angle], 2), [2]); // [B, T, 1, dqk]
+  return { Bs, T, position: p, qPos, cos: b.op('Cos', [full]), sin: b.op('Sin', [full]), kv: new Map() };
 }
 
 /** RMSNorm in fp32 as one node: ORT's SimplifiedLayerNormalization is x / sqrt(mean(x^2) + eps) * gamma. */
@@ -192,69 +218,81 @@ function hymbaLayer(
   const p = layerPrefix(i);
   const role = d.layers[i]!;
   const producer = role.kv.kind === 'producer';
-  const h = rmsNorm(b, x, vector(b, w, `${p}input_layernorm.weight`), d.eps); // [T, H]
-  const P = linear(b, w, `${p}mamba.in_proj.weight`, h, opts); // [T, rows]
+  const h = rmsNorm(b, x, vector(b, w, `${p}input_layernorm.weight`), d.eps); // [R, H]
+  const P = linear(b, w, `${p}mamba.in_proj.weight`, h, opts); // [R, rows]
   const widths = producer ? [d.H, d.kHidden, d.vHidden, d.dIn, d.dIn] : [d.H, d.dIn, d.dIn];
   const parts = b.split(P, 1, widths);
   const [q, u, z] = producer ? [parts[0]!, parts[3]!, parts[4]!] : [parts[0]!, parts[1]!, parts[2]!];
   if (producer) b.within('kv', () => updateKv(b, d, i, parts[1]!, parts[2]!, ctx));
   const kvOf = role.kv.kind === 'producer' ? i : role.kv.producer;
-  const attn = b.within('attention', () => attentionBranch(b, d, q, ctx.kv.get(kvOf)!, ctx)); // [T, d_in]
-  const m = b.within('ssm', () => ssmBranch(b, d, w, i, u, z, opts)); // [T, d_in]
+  const attn = b.within('attention', () => attentionBranch(b, d, q, ctx.kv.get(kvOf)!, ctx)); // [R, d_in]
+  const m = b.within('ssm', () => ssmBranch(b, d, w, i, u, z, ctx, opts)); // [R, d_in]
   x = b.within('fuse', () => fuse(b, d, w, i, x, attn, m, opts));
   return b.within('mlp', () => mlp(b, d, w, i, x, opts));
 }
 
-/** Rotate-half RoPE over the full head width: x*cos + rotate_half(x)*sin, x [T, heads, dqk]. */
+/** Rotate-half RoPE over the full head width: x*cos + rotate_half(x)*sin, x [B, T, heads, dqk]. */
 function rope(b: GraphBuilder, d: HymbaDims, x: string, ctx: RunContext): string {
-  const [x1, x2] = b.split(x, 2, [d.dqk / 2, d.dqk / 2]) as [string, string];
-  const rotated = b.concat([b.op('Neg', [x2]), x1], 2);
+  const [x1, x2] = b.split(x, 3, [d.dqk / 2, d.dqk / 2]) as [string, string];
+  const rotated = b.concat([b.op('Neg', [x2]), x1], 3);
   return b.add(b.mul(x, ctx.cos), b.mul(rotated, ctx.sin));
 }
 
+/** Each session's entry count [B, 1] before the run (state.ts kvEntries), shared by the producers of the kind. */
+function kvCountBefore(b: GraphBuilder, d: HymbaDims, ctx: RunContext, global: boolean): string {
+  return b.once(`kvCountBefore:${global}`, () => {
+    if (global) return ctx.position;
+    const M = b.ints([d.M], true);
+    const recent = b.op('Min', [b.op('Max', [b.sub(ctx.position, M), b.ints([0], true)]), b.ints([d.W], true)]);
+    return b.add(b.op('Min', [ctx.position, M]), recent);
+  });
+}
+
 /**
- * A producer's cache after this run: past K/V (meta entries, then the window or all earlier keys) with the
- * new rotated keys appended; the stored state keeps the meta entries and, in sliding layers, the last W keys.
+ * A producer's K/V for this run's attention: past K/V [B, kv, S, d] (each session's meta entries, then its
+ * window or all earlier keys, then padding) with the new rotated keys appended at S. Only the new entries
+ * are outputs: appending them to the stored cache (and dropping what leaves the window) is the caller's.
  */
 function updateKv(b: GraphBuilder, d: HymbaDims, i: number, kNew: string, vNew: string, ctx: RunContext): void {
   const names = stateNames(i);
-  const pastK = b.input(names.key, [d.kvHeads, `S${i}`, d.dqk]);
-  const pastV = b.input(names.value, [d.kvHeads, `S${i}`, d.dv]);
-  const k = rope(b, d, b.reshape(kNew, [0, d.kvHeads, d.dqk]), ctx); // [T, kv, dqk]
-  const v = b.reshape(vNew, [0, d.kvHeads, d.dv]); // [T, kv, dv]
-  const key = b.concat([pastK, b.transpose(k, [1, 0, 2])], 1); // [kv, S+T, dqk]
-  const value = b.concat([pastV, b.transpose(v, [1, 0, 2])], 1); // [kv, S+T, dv]
+  const pastK = b.input(names.key, ['B', d.kvHeads, `S${i}`, d.dqk]);
+  const pastV = b.input(names.value, ['B', d.kvHeads, `S${i}`, d.dv]);
+  const k = b.transpose(rope(b, d, toBT(b, ctx, kNew, [d.kvHeads, d.dqk]), ctx), [0, 2, 1, 3]); // [B, kv, T, dqk]
+  const v = b.transpose(toBT(b, ctx, vNew, [d.kvHeads, d.dv]), [0, 2, 1, 3]); // [B, kv, T, dv]
+  b.output(k, `${names.key}_out`, ['B', d.kvHeads, 'T', d.dqk]);
+  b.output(v, `${names.value}_out`, ['B', d.kvHeads, 'T', d.dv]);
+  const key = b.concat([pastK, k], 2); // [B, kv, S+T, dqk]
+  const value = b.concat([pastV, v], 2); // [B, kv, S+T, dv]
   const global = d.layers[i]!.attention === 'global';
   ctx.kv.set(i, { key, value, mask: attentionMask(b, d, pastK, ctx, global) });
-  const keep = (t: string): string =>
-    global ? t : b.concat([b.slice(t, 1, 0, d.M), b.slice(b.slice(t, 1, d.M, TO_END), 1, -d.W, TO_END)], 1);
-  b.output(keep(key), `${names.key}_out`, [d.kvHeads, `S${i}_out`, d.dqk]);
-  b.output(keep(value), `${names.value}_out`, [d.kvHeads, `S${i}_out`, d.dv]);
 }
 
 /**
- * Additive mask [T, S+T] from absolute positions. Stored entry j < M is meta token j; later stored entries
- * are the keys just before `position`. Allowed iff key <= query and (global or query-key <= W or key < M).
+ * Additive mask [B, 1, 1, T, S+T] from absolute positions. Stored entry j < M is meta token j; later stored
+ * entries are the keys just before `position`; entries past the session's count are padding (never seen).
+ * Allowed iff key <= query and (global or query-key <= W or key < M).
  */
 function attentionMask(b: GraphBuilder, d: HymbaDims, pastK: string, ctx: RunContext, global: boolean): string {
-  const S = b.dim(pastK, 1);
+  const S = b.dim(pastK, 2);
   const idx = b.op('Range', [b.ints([0], true), b.squeeze(S, [0]), b.ints([1], true)]); // [S]
-  const firstQ = b.slice(ctx.qPos, 0, 0, 1); // [1] = position
-  const recent = b.add(b.sub(firstQ, S), idx); // position - S + j
+  const count = kvCountBefore(b, d, ctx, global); // [B, 1]
+  const recent = b.add(b.sub(ctx.position, count), idx); // [B, S]: position - count + j
   const M = b.ints([d.M], true);
-  const pastPos = b.op('Where', [b.op('Less', [idx, M]), idx, recent]);
-  const kPos = b.concat([pastPos, ctx.qPos], 0); // [S+T]
-  const diff = b.sub(b.unsqueeze(ctx.qPos, [1]), b.unsqueeze(kPos, [0])); // [T, S+T]
+  const real = b.op('Where', [b.op('Less', [idx, M]), idx, recent]);
+  // padding gets a position after every query, so the causal test below excludes it
+  const pastPos = b.op('Where', [b.op('Less', [idx, count]), real, b.ints([2 ** 40], true)]); // [B, S]
+  const kPos = b.concat([pastPos, ctx.qPos], 1); // [B, S+T]
+  const diff = b.sub(b.unsqueeze(ctx.qPos, [2]), b.unsqueeze(kPos, [1])); // [B, T, S+T]
   let allowed = b.op('GreaterOrEqual', [diff, b.ints([0], true)]);
   if (!global) {
     const inWindow = b.op('LessOrEqual', [diff, b.ints([d.W], true)]);
-    const isMeta = b.unsqueeze(b.op('Less', [kPos, M]), [0]);
+    const isMeta = b.unsqueeze(b.op('Less', [kPos, M]), [1]);
     allowed = b.op('And', [allowed, b.op('Or', [inWindow, isMeta])]);
   }
-  return b.op('Where', [allowed, b.float(0), b.float(-1e30)]);
+  return b.unsqueeze(b.op('Where', [allowed, b.float(0), b.float(-1e30)]), [1, 2]);
 }
 
-/** Grouped-query attention: head h reads KV head floor(h / g); output [T, heads*dv] = [T, d_in]. */
+/** Grouped-query attention: head h reads KV head floor(h / g); output [R, heads*dv] = [R, d_in]. */
 function attentionBranch(
   b: GraphBuilder,
   d: HymbaDims,
@@ -263,16 +301,17 @@ function attentionBranch(
   ctx: RunContext,
 ): string {
   const g = d.heads / d.kvHeads;
-  const q = rope(b, d, b.reshape(qFlat, [0, d.heads, d.dqk]), ctx); // [T, heads, dqk]
+  const q = rope(b, d, toBT(b, ctx, qFlat, [d.heads, d.dqk]), ctx); // [B, T, heads, dqk]
   const qs = b.mul(q, b.float(1 / Math.sqrt(d.dqk)));
-  const qg = b.reshape(b.transpose(b.reshape(qs, [0, d.kvHeads, g, d.dqk]), [1, 2, 0, 3]), [d.kvHeads, -1, d.dqk]); // [kv, g*T, dqk]
-  const scores = b.matmul(qg, b.transpose(kv.key, [0, 2, 1])); // [kv, g*T, S+T]
-  const keys = b.dim(kv.key, 1); // S+T
-  const masked = b.add(b.reshapeTo(scores, [d.kvHeads, g, -1, keys]), kv.mask); // [kv, g, T, S+T]
+  const grouped = b.transpose(b.reshape(qs, [0, 0, d.kvHeads, g, d.dqk]), [0, 2, 3, 1, 4]); // [B, kv, g, T, dqk]
+  const qg = b.reshape(grouped, [0, 0, -1, d.dqk]); // [B, kv, g*T, dqk]
+  const scores = b.matmul(qg, b.transpose(kv.key, [0, 1, 3, 2])); // [B, kv, g*T, S+T]
+  const keys = b.dim(kv.key, 2); // S+T
+  const masked = b.add(b.reshapeTo(scores, [0, 0, g, -1, keys]), kv.mask); // [B, kv, g, T, S+T]
   const probs = b.op('Softmax', [masked], { axis: -1 });
-  const out = b.matmul(b.reshapeTo(probs, [d.kvHeads, -1, keys]), kv.value); // [kv, g*T, dv]
-  const heads = b.transpose(b.reshape(out, [d.kvHeads, g, -1, d.dv]), [2, 0, 1, 3]); // [T, kv, g, dv]
-  return b.reshape(heads, [0, d.heads * d.dv]);
+  const out = b.matmul(b.reshapeTo(probs, [0, 0, -1, keys]), kv.value); // [B, kv, g*T, dv]
+  const heads = b.transpose(b.reshape(out, [0, 0, g, -1, d.dv]), [0, 3, 1, 2, 4]); // [B, T, kv, g, dv]
+  return b.reshape(heads, [-1, d.heads * d.dv]);
 }
 
 /** The Mamba branch: causal conv, input-dependent delta/B/C, selective scan, gate. */
@@ -283,22 +322,23 @@ function ssmBranch(
   i: number,
   u: string,
   z: string,
+  ctx: RunContext,
   opts: GraphOptions,
 ): string {
   const p = `${layerPrefix(i)}mamba.`;
   const names = stateNames(i);
-  const uc = b.silu(causalConv(b, d, w, i, u)); // [T, d_in]
+  const uc = b.silu(causalConv(b, d, w, i, u, ctx)); // [R, d_in]
   const [dtRaw, Braw, Craw] = b.split(linear(b, w, `${p}x_proj.0.weight`, uc, opts), 1, [
     d.dtRank,
     d.dState,
     d.dState,
   ]) as [string, string, string];
-  const dt = rmsNorm(b, dtRaw, vector(b, w, `${p}dt_layernorm.weight`), d.eps); // [T, R]
-  const B = rmsNorm(b, Braw, vector(b, w, `${p}B_layernorm.weight`), d.eps); // [T, N]
-  const C = rmsNorm(b, Craw, vector(b, w, `${p}C_layernorm.weight`), d.eps); // [T, N]
+  const dt = rmsNorm(b, dtRaw, vector(b, w, `${p}dt_layernorm.weight`), d.eps); // [R, dt_rank]
+  const B = rmsNorm(b, Braw, vector(b, w, `${p}B_layernorm.weight`), d.eps); // [R, N]
+  const C = rmsNorm(b, Craw, vector(b, w, `${p}C_layernorm.weight`), d.eps); // [R, N]
   const delta = b.op('Softplus', [
     b.add(linear(b, w, `${p}dt_proj.0.weight`, dt, opts), vector(b, w, `${p}dt_proj.0.bias`)),
-  ]); // [T, d_in]
+  ]); // [R, d_in]
   const Alog = weight(w, `${p}A_log.0`);
   const A = b.weight(
     `${p}A`,
@@ -306,36 +346,37 @@ function ssmBranch(
     Alog.data.map((v) => -Math.exp(v)),
     'f32',
   ); // [d_in, N]
-  const delta3 = b.unsqueeze(delta, [2]); // [T, d_in, 1]
-  const decay = b.exp(b.mul(delta3, A)); // [T, d_in, N]
-  const drive = b.mul(b.mul(delta3, b.unsqueeze(uc, [2])), b.unsqueeze(B, [1])); // [T, d_in, N]
-  const s0 = b.input(names.ssm, [d.dIn, d.dState]);
-  const states = selectiveScan(b, d, decay, drive, s0, opts); // [T, d_in, N]
-  b.output(b.squeeze(b.slice(states, 0, -1, TO_END), [0]), `${names.ssm}_out`, [d.dIn, d.dState]);
-  const y = b.squeeze(b.matmul(states, b.unsqueeze(C, [2])), [2]); // [T, d_in] = sum_n C[n] s[c, n]
+  const delta3 = b.unsqueeze(delta, [2]); // [R, d_in, 1]
+  const decay = b.exp(b.mul(delta3, A)); // [R, d_in, N]
+  const drive = b.mul(b.mul(delta3, b.unsqueeze(uc, [2])), b.unsqueeze(B, [1])); // [R, d_in, N]
+  const s0 = b.input(names.ssm, ['B', d.dIn, d.dState]);
+  const [states, last] = selectiveScan(b, d, decay, drive, s0, ctx, opts); // [R, d_in, N], [B, d_in, N]
+  b.output(last, `${names.ssm}_out`, ['B', d.dIn, d.dState]);
+  const y = b.squeeze(b.matmul(states, b.unsqueeze(C, [2])), [2]); // [R, d_in] = sum_n C[n] s[c, n]
   const withSkip = b.add(y, b.mul(uc, vector(b, w, `${p}D.0`)));
   return b.mul(withSkip, b.silu(z));
 }
 
-/** Depthwise causal conv over [conv state ; u]; the new state is the last d_conv-1 inputs. */
-function causalConv(b: GraphBuilder, d: HymbaDims, w: WeightMap, i: number, u: string): string {
+/** Depthwise causal conv over [conv state ; u] per session; the new state is the last d_conv-1 inputs. */
+function causalConv(b: GraphBuilder, d: HymbaDims, w: WeightMap, i: number, u: string, ctx: RunContext): string {
   const p = `${layerPrefix(i)}mamba.`;
   const names = stateNames(i);
-  const past = b.input(names.conv, [d.dConv - 1, d.dIn]);
-  const xs = b.concat([past, u], 0); // [d_conv-1+T, d_in]
-  b.output(b.slice(xs, 0, -(d.dConv - 1), TO_END), `${names.conv}_out`, [d.dConv - 1, d.dIn]);
+  const past = b.input(names.conv, ['B', d.dConv - 1, d.dIn]);
+  const xs = b.concat([past, toBT(b, ctx, u, [d.dIn])], 1); // [B, d_conv-1+T, d_in]
+  b.output(b.slice(xs, 1, -(d.dConv - 1), TO_END), `${names.conv}_out`, ['B', d.dConv - 1, d.dIn]);
   const kernel = weight(w, `${p}conv1d.weight`);
   const k = b.weight(`${p}conv1d.weight`, kernel.dims, kernel.data, 'f32');
-  const y = b.op('Conv', [b.unsqueeze(b.transpose(xs, [1, 0]), [0]), k, vector(b, w, `${p}conv1d.bias`)], {
+  const y = b.op('Conv', [b.transpose(xs, [0, 2, 1]), k, vector(b, w, `${p}conv1d.bias`)], {
     group: d.dIn,
     kernel_shape: [d.dConv],
-  }); // [1, d_in, T]
-  return b.transpose(b.squeeze(y, [0]), [1, 0]);
+  }); // [B, d_in, T]: the sessions are Conv's batch
+  return b.reshape(b.transpose(y, [0, 2, 1]), [-1, d.dIn]);
 }
 
 /**
- * s_t = a_t * s_{t-1} + b_t for every t of the run. One decode step (T = 1) is a single update; longer runs
- * use the parallel scan below instead of a per-position op chain. Returns the states [T, d_in, N].
+ * s_t = a_t * s_{t-1} + b_t for every t of the run, a and b as rows [R, d_in, N], s0 [B, d_in, N]. One token
+ * per session (T = 1, decode, any B) is a single update; longer runs use the parallel scan below instead of a
+ * per-position op chain. Returns the states [R, d_in, N] and each session's last one [B, d_in, N].
  */
 export function selectiveScan(
   b: GraphBuilder,
@@ -343,20 +384,29 @@ export function selectiveScan(
   a: string,
   bb: string,
   s0: string,
+  ctx: RunContext,
   opts: GraphOptions,
-): string {
-  const T = b.dim(a, 0);
-  const oneToken = b.op('Equal', [T, b.ints([1])]);
-  const [states] = b.ifElse(
+): [string, string] {
+  const oneToken = b.op('Equal', [ctx.T, b.ints([1])]);
+  const sessionShape = shapeBT(b, ctx, [d.dIn, d.dState]); // created out here: the branches only read it
+  const [states, last] = b.ifElse(
     oneToken,
-    (s) => [s.add(s.mul(a, s.unsqueeze(s0, [0])), bb)],
-    (s) => [parallelScan(s, d, a, bb, s0, T, opts)],
+    (s) => {
+      const next = s.add(s.mul(a, s0), bb); // R = B rows line up with the sessions
+      return [next, next];
+    },
+    (s) => {
+      const perSession = (x: string): string => s.op('Reshape', [x, sessionShape]); // [B, T, d_in, N]
+      const scanned = parallelScan(s, d, perSession(a), perSession(bb), s0, ctx.T, opts);
+      return [s.reshape(scanned, [-1, d.dIn, d.dState]), s.squeeze(s.slice(scanned, 1, -1, TO_END), [1])];
+    },
   );
-  return states!;
+  return [states!, last!];
 }
 
 /**
- * The scan for T > 1 in two levels over (a, b) pairs, composed as (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2):
+ * The scan for T > 1 in two levels over (a, b) pairs [B, T, d_in, N], composed as
+ * (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2):
  * 1. within chunks of Q positions, unrolled: the chunk axis is split into Q slices and combined in order
  *    (every op works on 1/Q of the data, and there are no shift copies);
  * 2. over the chunk totals, a Hillis-Steele scan whose shifts pad with the identity (a=1, b=0), so a step
@@ -376,13 +426,13 @@ function parallelScan(
   const carrySteps = Math.ceil(Math.log2(Math.max(1, (opts.maxRunTokens ?? DEFAULT_MAX_RUN_TOKENS) / Q)));
   const nC = b.div(b.add(T, b.ints([Q - 1])), b.ints([Q])); // ceil(T / Q)
   const padLen = b.sub(b.mul(nC, b.ints([Q])), T);
-  const padPairs = b.concat([b.ints([0, 0, 0]), padLen, b.ints([0, 0])], 0); // [begins..., ends...]: end of axis 0
+  const padPairs = b.concat([b.ints([0, 0, 0, 0, 0]), padLen, b.ints([0, 0])], 0); // [begins..., ends...]: end of axis 1
   const toChunks = (x: string, fill: number): string[] =>
     b.split(
-      b.reshapeTo(b.op('Pad', [x, padPairs, b.float(fill)]), [nC, Q, d.dIn, d.dState]),
-      1,
+      b.reshapeTo(b.op('Pad', [x, padPairs, b.float(fill)]), [0, nC, Q, d.dIn, d.dState]),
+      2,
       new Array<number>(Q).fill(1),
-    ); // Q x [nC, 1, d_in, N]
+    ); // Q x [B, nC, 1, d_in, N]
   const as = toChunks(a, 1);
   const bs = toChunks(bb, 0);
   const prefixA = [as[0]!];
@@ -392,13 +442,14 @@ function parallelScan(
     prefixB.push(b.add(b.mul(as[i]!, prefixB[i - 1]!), bs[i]!));
   }
   // carry across chunks: cumulative (a, b) of each chunk's total
-  let A2 = b.squeeze(prefixA[Q - 1]!, [1]); // [nC, d_in, N]
-  let B2 = b.squeeze(prefixB[Q - 1]!, [1]);
-  for (let s = 0, off = 1; s < carrySteps; s++, off *= 2) [A2, B2] = scanStep(b, A2, B2, 0, off, 3, nC);
-  const ends = b.add(b.mul(A2, b.unsqueeze(s0, [0])), B2); // state after each chunk [nC, d_in, N]
-  const entering = b.unsqueeze(b.slice(b.concat([b.unsqueeze(s0, [0]), ends], 0), 0, 0, nC), [1]); // [nC, 1, d_in, N]
-  const states = prefixA.map((pa, i) => b.add(b.mul(pa, entering), prefixB[i]!)); // Q x [nC, 1, d_in, N]
-  return b.slice(b.reshape(b.concat(states, 1), [-1, d.dIn, d.dState]), 0, 0, T); // [T, d_in, N]
+  let A2 = b.squeeze(prefixA[Q - 1]!, [2]); // [B, nC, d_in, N]
+  let B2 = b.squeeze(prefixB[Q - 1]!, [2]);
+  for (let s = 0, off = 1; s < carrySteps; s++, off *= 2) [A2, B2] = scanStep(b, A2, B2, 1, off, 4, nC);
+  const start = b.unsqueeze(s0, [1]); // [B, 1, d_in, N]
+  const ends = b.add(b.mul(A2, start), B2); // state after each chunk [B, nC, d_in, N]
+  const entering = b.unsqueeze(b.slice(b.concat([start, ends], 1), 1, 0, nC), [2]); // [B, nC, 1, d_in, N]
+  const states = prefixA.map((pa, i) => b.add(b.mul(pa, entering), prefixB[i]!)); // Q x [B, nC, 1, d_in, N]
+  return b.slice(b.reshape(b.concat(states, 2), [0, -1, d.dIn, d.dState]), 1, 0, T); // [B, T, d_in, N]
 }
 
 /** One Hillis-Steele step along `axis` (of length `len`): combine each element with the one `off` earlier. */
@@ -453,13 +504,13 @@ function mlp(b: GraphBuilder, d: HymbaDims, w: WeightMap, i: number, x: string, 
 }
 
 /**
- * Final norm and the tied head on rows [logits_from, T): logits = x E^T via Gemm(transB) without a copy of
- * E; int8/q4 models multiply by the int8 table E^T [H, V] that the embedding gathers from.
+ * Final norm and the tied head on each session's rows [logits_from, T): logits = x E^T via Gemm(transB)
+ * without a copy of E; int8/q4 models multiply by the int8 table E^T [H, V] that the embedding gathers from.
  */
-function lmHead(b: GraphBuilder, d: HymbaDims, w: WeightMap, x: string, opts: GraphOptions): string {
+function lmHead(b: GraphBuilder, d: HymbaDims, w: WeightMap, x: string, ctx: RunContext, opts: GraphOptions): string {
   const from = b.input('logits_from', [], DataType.INT64);
-  const n = rmsNorm(b, x, vector(b, w, 'model.final_layernorm.weight'), d.eps);
-  const rows = b.slice(n, 0, b.unsqueeze(from, [0]), TO_END);
+  const wanted = b.slice(toBT(b, ctx, x, [d.H]), 1, b.unsqueeze(from, [0]), TO_END); // [B, T - from, H]
+  const rows = rmsNorm(b, b.reshape(wanted, [-1, d.H]), vector(b, w, 'model.final_layernorm.weight'), d.eps);
   if (opts.dtype === 'int8' || opts.dtype === 'q4') {
     const { codes, scales } = quantizedTable(b, d, w, opts.dtype);
     return int8MatMul(b, rows, codes, scales, quantExec(opts).int8);

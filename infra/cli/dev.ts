@@ -5,18 +5,16 @@
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { GRAPH_VERSION, MANIFEST_FILE, parseManifest } from '../../engine/manifest.js';
 import { convertDir, exists } from '../model-dir.js';
 import { makeTestModel } from '../test-model/make-test-model.js';
+import { defaultPrefix, LOCAL_PERSIST, ROOT, uploadModel, WRANGLER } from '../upload.js';
 import { CliError, intFlag, parse } from './args.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
 const DEFAULT_DIR = join(ROOT, 'models', 'default');
-const PERSIST = join(ROOT, '.wrangler', 'state');
-const BUCKET = 'hymba-models';
-const WRANGLER = join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js');
+const PERSIST = LOCAL_PERSIST;
 
 /** Whether a converted directory was made by this version of the graph builder. */
 async function current(dir: string): Promise<boolean> {
@@ -52,36 +50,19 @@ async function modelDir(dir: string): Promise<string> {
   return out;
 }
 
-function run(cmd: string, args: string[]): Promise<void> {
-  return new Promise((ok, fail) => {
-    const p = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
-    p.on('exit', (code) =>
-      code === 0 ? ok() : fail(new Error(`${cmd} ${args.slice(0, 4).join(' ')} exited with ${code}`)),
-    );
-  });
-}
-
-/** Put the model's files into the local R2 simulation under a prefix named by its fingerprint. */
+/**
+ * Put the model's files into the local R2 simulation under a prefix named by its fingerprint, once: a marker
+ * in wrangler's state directory records a finished upload (the same fingerprint means the same bytes).
+ */
 async function upload(dir: string): Promise<string> {
-  const manifest = JSON.parse(await readFile(join(dir, MANIFEST_FILE), 'utf8')) as { fingerprint: string };
-  const prefix = `models/${manifest.fingerprint}/`;
-  const marker = join(PERSIST, `uploaded-${manifest.fingerprint}`);
-  if (await exists(marker)) return prefix;
-  for (const name of await readdir(dir)) {
-    console.log(`[hymba dev] uploading ${name} to the local model store`);
-    await run(process.execPath, [
-      WRANGLER,
-      'r2',
-      'object',
-      'put',
-      `${BUCKET}/${prefix}${name}`,
-      '--file',
-      join(dir, name),
-      '--local',
-      '--persist-to',
-      PERSIST,
-    ]);
-  }
+  const { fingerprint } = parseManifest(await readFile(join(dir, MANIFEST_FILE), 'utf8'));
+  const marker = join(PERSIST, `uploaded-${fingerprint}`);
+  if (await exists(marker)) return defaultPrefix(fingerprint);
+  const { prefix } = await uploadModel(dir, {
+    target: 'local',
+    persistTo: PERSIST,
+    log: (line) => console.log(`[hymba dev] ${line}`),
+  });
   await mkdir(PERSIST, { recursive: true });
   await writeFile(marker, new Date().toISOString());
   return prefix;

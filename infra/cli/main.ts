@@ -1,4 +1,4 @@
-// `hymba <command>`: convert and inspect Hymba checkpoints, run them, make test checkpoints, benchmark.
+// `hymba <command>`: convert, plan and upload Hymba checkpoints, run them, make test checkpoints, benchmark.
 
 import { runConvert } from './convert.js';
 import { runGenerate } from './generate.js';
@@ -7,9 +7,13 @@ import { runMakeTestModel } from './make-test-model.js';
 import { CliError } from './args.js';
 import { runEngineBench } from '../bench/engine-bench.js';
 import { runDev } from './dev.js';
+import { runPlan } from './plan.js';
+import { runUpload } from './upload.js';
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   convert: runConvert,
+  plan: runPlan,
+  upload: runUpload,
   logits: runLogits,
   generate: runGenerate,
   'make-test-model': runMakeTestModel,
@@ -19,7 +23,9 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
 
 const USAGE = `usage: hymba <command> [options]
   make-test-model <dir> --preset tiny|hymba-125m|hymba-350m|hymba-1.5b [--layers N] [--seed S]
-  convert <hf_dir> <out_dir> [--dtype f32|f16|int8|q4]
+  convert <hf_dir> <out_dir> [--dtype f32|f16|int8|q4] [--budget-mb N [--context N] [--sessions N]]
+  plan <model_dir> [--budget-mb 128] [--dtype f32|f16|int8|q4] [--context N] [--sessions N] [--json] [--measure]
+  upload <converted_dir> [--local [--persist-to DIR] | --remote] [--bucket hymba-models] [--prefix models/<fingerprint>/]
   logits <model_dir> --ids 1,2,3
   generate <model_dir> (--ids 1,2,3 | --prompt "text") --max-tokens N [--temperature T] [--seed S]
   bench [--json <file>]

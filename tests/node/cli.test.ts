@@ -1,11 +1,13 @@
 // The `hymba` CLI end to end, as a user runs it: separate processes, files on disk, JSON on stdout.
 
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseManifest } from '../../engine/manifest.js';
+import { presetConfig, pyJson } from '../../infra/test-model/presets.js';
 
 const run = promisify(execFile);
 const BIN = join(import.meta.dirname, '../../bin/hymba.js');
@@ -98,5 +100,65 @@ describe('hymba CLI', () => {
     const r = await hymba('logits', broken, '--ids', '1');
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/num_experts = 4/);
+  });
+});
+
+describe('hymba plan and convert --budget-mb', () => {
+  interface PlanJson {
+    dtype: string;
+    budgetMb: number;
+    fits: boolean;
+    problems: string[];
+    stages: { first: number; last: number; embed: boolean; head: boolean; weightBytes: number; overBudget: boolean }[];
+  }
+
+  it('plans from config.json alone and prints JSON', async () => {
+    const r = await hymba('plan', hf, '--json');
+    expect(r.code).toBe(0);
+    const plan = JSON.parse(r.stdout) as PlanJson;
+    expect(plan).toMatchObject({ dtype: 'f32', budgetMb: 128, fits: true, problems: [] });
+    expect(plan.stages).toHaveLength(1);
+    // a converted model is estimated as converted: its stages, its recorded weight bytes
+    const c = JSON.parse((await hymba('plan', converted, '--json')).stdout) as PlanJson;
+    const manifest = parseManifest(await readFile(join(converted, 'hymba-manifest.json'), 'utf8'));
+    expect(c.stages.map((s) => s.weightBytes)).toEqual(manifest.stages.map((s) => s.weightBytes));
+  });
+
+  it('prints a readable table and names what does not fit, exiting 0', async () => {
+    const cfgOnly = join(root, 'hymba-1.5b-config');
+    await mkdir(cfgOnly, { recursive: true });
+    await writeFile(join(cfgOnly, 'config.json'), pyJson(presetConfig('hymba-1.5b')));
+    const r = await hymba('plan', cfgOnly, '--dtype', 'int8', '--budget-mb', '128');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/17 stage\(s\) at int8, budget 128 MB/);
+    expect(r.stdout).toMatch(/16-18 .* OVER BUDGET/);
+    expect(r.stdout).toMatch(/layers 16-18 \(one KV group\) need ~\d+ MB at int8: over the 128 MB budget/);
+  });
+
+  it('converts into the planned stages, records the plan, and generates as the one-stage model does', async () => {
+    const staged = join(root, 'staged');
+    const plan = JSON.parse((await hymba('plan', hf, '--budget-mb', '80', '--json')).stdout) as PlanJson;
+    expect(plan.fits).toBe(true);
+    expect(plan.stages.length).toBeGreaterThan(1);
+    const r = await hymba('convert', hf, staged, '--budget-mb', '80');
+    expect(r.code).toBe(0);
+    const manifest = parseManifest(await readFile(join(staged, 'hymba-manifest.json'), 'utf8'));
+    expect(manifest.stages.map((s) => [s.first, s.last])).toEqual(plan.stages.map((s) => [s.first, s.last]));
+    expect(manifest.plan).toMatchObject({ budgetMb: 80, hotSessions: 1, contextTokens: 8184 });
+    expect(manifest.plan!.stages.every((s) => s.estimatedBytes <= 80e6)).toBe(true);
+    const args = ['--ids', '1,450,4996,338', '--max-tokens', '6', '--temperature', '0'];
+    const [a, b] = [await hymba('generate', staged, ...args), await hymba('generate', converted, ...args)];
+    expect(a.code).toBe(0);
+    expect(a.stdout).toBe(b.stdout);
+  });
+
+  it('refuses to convert when a unit cannot fit the budget, writing nothing', async () => {
+    const out = join(root, 'too-small');
+    const r = await hymba('convert', hf, out, '--budget-mb', '30');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^hymba: the model does not fit a 30 MB budget at f32: /);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stdout).toMatch(/OVER BUDGET/);
+    expect(await readdir(out).catch(() => [])).toEqual([]);
   });
 });

@@ -18,6 +18,7 @@ async function echoTurn(ids: number[], maxTokens: number): Promise<TurnEvent[]> 
   const events: TurnEvent[] = [];
   const turn = runTurn(
     tiny.engine,
+    tiny.engine.localPipeline(),
     null,
     { prompt: { kind: 'ids', ids }, maxTokens, temperature: 0, stop: [], logprobs: 1, echo: true },
     { newMessages: [], record: false },

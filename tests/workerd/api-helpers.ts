@@ -165,3 +165,6 @@ export function postMessage(id: string, content: string, extra: Record<string, u
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((ok) => setTimeout(ok, ms));
+
+/** Stage k's object in the one pipeline replica the tests run (STAGE_REPLICAS = 1). */
+export const stageStub = (k: number) => env.STAGES.getByName(`${inject('tinyFingerprint')}/r0/s${k}`);

@@ -4,14 +4,18 @@
 
 import { abortAllDurableObjects, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import type { StageDO } from '../../durable-objects/stage-do.js';
 import {
   createSession,
   expected,
+  expectError,
   post,
+  postMessage,
   readSession,
   seedModel,
   sendMessage,
+  stageStub,
   type ChatReply,
   type SessionView,
 } from './api-helpers.js';
@@ -36,6 +40,15 @@ function expectTurn(reply: ChatReply, k: number): void {
 const cachedOf = (k: number): number => (k === 0 ? 0 : conversation()[k]!.previousConversationTokens);
 
 const stubOf = (id: string) => env.SESSIONS.get(env.SESSIONS.idFromString(id));
+
+/** The session's snapshot ids, oldest first. */
+const snapshotIdsOf = (id: string): Promise<number[]> =>
+  runInDurableObject(stubOf(id), (_instance, state) =>
+    state.storage.sql
+      .exec<{ id: number }>('SELECT id FROM snapshots ORDER BY id')
+      .toArray()
+      .map((r) => r.id),
+  );
 
 /** Run `turns` scenario turns on a new session (greedy, return_token_ids); `between` runs before turns 2.. */
 async function converse(turns: number, between?: () => Promise<void>): Promise<{ id: string; replies: ChatReply[] }> {
@@ -139,37 +152,38 @@ describe('Chat Completions with prompt_cache_key', () => {
 });
 
 describe('snapshots that cannot be used', () => {
-  /** Flip bytes in the chunks of the given snapshots (all when none given); returns the chunks changed. */
-  function corrupt(id: string, snapshotIds?: number[]): Promise<number> {
-    return runInDurableObject(stubOf(id), (_instance, state) => {
+  /**
+   * Flip bytes in one stage's stored slices of the given snapshots (all when none given), then evict every
+   * object so no stage still holds them in memory; returns the chunks changed.
+   */
+  async function corrupt(id: string, snapshotIds?: number[]): Promise<number> {
+    const changed = await runInDurableObject(stageStub(1), (_instance, state) => {
       const sql = state.storage.sql;
       const rows = sql
-        .exec<{ snapshot_id: number; seq: number; data: ArrayBuffer }>(
-          'SELECT snapshot_id, seq, data FROM snapshot_chunks',
+        .exec<{ id: number; seq: number; data: ArrayBuffer }>(
+          'SELECT id, seq, data FROM slice_chunks WHERE session = ?',
+          id,
         )
         .toArray()
-        .filter((r) => !snapshotIds || snapshotIds.includes(r.snapshot_id));
+        .filter((r) => !snapshotIds || snapshotIds.includes(r.id));
       for (const r of rows) {
         const bytes = new Uint8Array(r.data.slice(0));
         for (let i = Math.floor(bytes.length / 2); i < bytes.length; i += 4093) bytes[i]! ^= 0x5a;
         sql.exec(
-          'UPDATE snapshot_chunks SET data = ? WHERE snapshot_id = ? AND seq = ?',
+          'UPDATE slice_chunks SET data = ? WHERE session = ? AND id = ? AND seq = ?',
           bytes.buffer,
-          r.snapshot_id,
+          id,
+          r.id,
           r.seq,
         );
       }
       return rows.length;
     });
+    await abortAllDurableObjects();
+    return changed;
   }
 
-  const snapshotIds = (id: string): Promise<number[]> =>
-    runInDurableObject(stubOf(id), (_instance, state) =>
-      state.storage.sql
-        .exec<{ id: number }>('SELECT id FROM snapshots ORDER BY id')
-        .toArray()
-        .map((r) => r.id),
-    );
+  const snapshotIds = snapshotIdsOf;
 
   it('a corrupted snapshot row: the turn rebuilds from the transcript (cached 0) and gives the same answer', async () => {
     const { id } = await converse(1);
@@ -248,5 +262,88 @@ describe('fork', () => {
     const original = await readSession(id);
     expect(original.turns).toHaveLength(2);
     expect(original.messages).toHaveLength(5);
+  });
+});
+
+describe('stages', () => {
+  const stages = (): number => inject('tinyStages');
+  const stageIds = (id: string): Promise<number[][]> =>
+    Promise.all(Array.from({ length: stages() }, (_, k) => stageStub(k).snapshotIds(id)));
+
+  it('every stage stores its slice under the snapshot id the session committed, and only the kept ones', async () => {
+    const { id } = await converse(3);
+    const ids = await snapshotIdsOf(id);
+    expect(ids).toHaveLength(3);
+    for (const perStage of await stageIds(id)) expect(perStage).toEqual(ids);
+  });
+
+  it('all stages evicted mid-conversation: each restores its slice from SQLite and the conversation continues identically', async () => {
+    const { replies } = await converse(3, async () => {
+      await abortAllDurableObjects();
+      for (let k = 0; k < stages(); k++) expect((await stageStub(k).stats()).hotSnapshots).toBe(0); // memory is gone
+    });
+    replies.forEach((r, k) => {
+      expectTurn(r, k);
+      expect(r.usage.prompt_tokens_details.cached_tokens).toBe(cachedOf(k));
+    });
+  });
+
+  for (const fault of ['run', 'persist'] as const) {
+    it(`a stage that throws in ${fault} mid-turn: a clean error, every stage and the session keep the previous snapshot, the retry answers as an undisturbed run`, async () => {
+      const { id } = await converse(1);
+      const before = await readSession(id);
+      const committed = await snapshotIdsOf(id);
+      await runInDurableObject(stageStub(1), (instance: StageDO) => {
+        if (fault === 'run')
+          instance.failRunNumber = instance.runCalls + 3; // during the reply's decode
+        else instance.failPersist = true;
+      });
+      const res = await postMessage(id, USER_TURNS[1]!, { max_tokens: MAX_TOKENS });
+      const err = await expectError(res, 500, 'internal_error');
+      expect(err.message).not.toMatch(/injected/); // internals stay inside
+      await runInDurableObject(stageStub(1), (instance: StageDO) => {
+        instance.failRunNumber = null;
+        instance.failPersist = false;
+      });
+
+      const after = await readSession(id);
+      expect(after.turns).toEqual(before.turns);
+      expect(after.messages).toEqual(before.messages);
+      expect(await snapshotIdsOf(id)).toEqual(committed);
+      for (const perStage of await stageIds(id)) expect(perStage).toEqual(expect.arrayContaining(committed));
+
+      const retry = await sendMessage(id, USER_TURNS[1]!, { max_tokens: MAX_TOKENS });
+      expectTurn(retry, 1);
+      expect(retry.usage.prompt_tokens_details.cached_tokens).toBe(cachedOf(1));
+      const kept = await snapshotIdsOf(id);
+      for (const perStage of await stageIds(id)) expect(perStage).toEqual(kept); // a stray slice is gone too
+    });
+  }
+
+  it('decode steps of concurrent sessions are batched at the stages and each equals its own run', async () => {
+    const want = [...conversation(), expected().completion];
+    const before = await Promise.all(Array.from({ length: stages() }, (_, k) => stageStub(k).stats()));
+    const replies = await Promise.all(
+      want.map(async (w) => {
+        const res = await post('/v1/completions', {
+          model: 'hymba',
+          prompt: w.promptIds,
+          max_tokens: w.tokenIds.length,
+          temperature: 0,
+          return_token_ids: true,
+        });
+        expect(res.status).toBe(200);
+        return (await res.json()) as { choices: { token_ids: number[] }[] };
+      }),
+    );
+    replies.forEach((r, i) => expect(r.choices[0]!.token_ids).toEqual(want[i]!.tokenIds));
+    const after = await Promise.all(Array.from({ length: stages() }, (_, k) => stageStub(k).stats()));
+    const batched = after.map((a, k) => ({
+      runs: a.batch.runs - before[k]!.batch.runs,
+      steps: a.batch.steps - before[k]!.batch.steps,
+    }));
+    console.log(`[workerd] decode steps per stage (runs, steps): ${JSON.stringify(batched)}`);
+    expect(after.some((a) => a.batch.largest > 1)).toBe(true);
+    for (const b of batched) expect(b.steps).toBeGreaterThan(b.runs); // fewer runs than steps: batches happened
   });
 });

@@ -11,6 +11,7 @@ import {
   type ChatMessage,
 } from '../../engine/chat-template.js';
 import { generate } from '../../engine/generate.js';
+import { MANIFEST_FILE, parseManifest } from '../../engine/manifest.js';
 import { HymbaEngine } from '../../engine/model.js';
 import { convertDir, dirModelSource } from '../../infra/model-dir.js';
 import { initNodeOrt } from '../../infra/node-ort.js';
@@ -29,6 +30,12 @@ import {
 
 const ROOT = join(process.cwd(), 'node_modules', '.cache', 'hymba-workerd-test');
 const SEED = 7;
+/** The tiny model (8 layers, KV groups [1,2,3] and [5,6]) as the Worker serves it: three stages. */
+const STAGES = [
+  { first: 0, last: 1 },
+  { first: 1, last: 4 },
+  { first: 4, last: 8 },
+];
 const IDS = 20;
 
 declare module 'vitest' {
@@ -39,7 +46,10 @@ declare module 'vitest' {
     tinyIds: number[];
     /** Node's logits for tinyIds, row-major [ids, V] */
     tinyLogits: Float32Array;
+    /** fingerprint of the staged conversion the Worker serves */
     tinyFingerprint: string;
+    /** how many stages it has */
+    tinyStages: number;
     /** what the engine gives for the API tests' conversations in one from-scratch pass (scenario.ts) */
     apiExpectations: ApiExpectations;
   }
@@ -49,14 +59,24 @@ export default async function setup(project: TestProject): Promise<void> {
   const t0 = performance.now();
   const hfDir = join(ROOT, 'hf');
   const convertedDir = join(ROOT, 'converted');
+  const stagedDir = join(ROOT, 'staged');
   await rm(ROOT, { recursive: true, force: true });
   await makeTestModel(hfDir, { preset: 'tiny', seed: SEED });
-  await mkdir(convertedDir, { recursive: true });
-  await convertDir(hfDir, { dtype: 'f32' }, (name, bytes) => writeFile(join(convertedDir, name), bytes));
+  // the expectations come from the engine alone on a one-stage conversion; the Worker serves the same
+  // checkpoint split into stages, so every API test also checks the distributed path against the engine
+  for (const [dir, stages] of [
+    [convertedDir, undefined],
+    [stagedDir, STAGES],
+  ] as const) {
+    await mkdir(dir, { recursive: true });
+    await convertDir(hfDir, { dtype: 'f32', ...(stages ? { stages } : {}) }, (name, bytes) =>
+      writeFile(join(dir, name), bytes),
+    );
+  }
 
   const files: Record<string, Uint8Array> = {};
-  for (const name of await readdir(convertedDir))
-    files[name] = new Uint8Array(await readFile(join(convertedDir, name)));
+  for (const name of await readdir(stagedDir)) files[name] = new Uint8Array(await readFile(join(stagedDir, name)));
+  const staged = parseManifest(new TextDecoder().decode(files[MANIFEST_FILE]!));
 
   initNodeOrt();
   const engine = await HymbaEngine.load(dirModelSource(convertedDir));
@@ -66,7 +86,8 @@ export default async function setup(project: TestProject): Promise<void> {
     project.provide('tinyModelFiles', files);
     project.provide('tinyIds', ids);
     project.provide('tinyLogits', logits);
-    project.provide('tinyFingerprint', engine.fingerprint);
+    project.provide('tinyFingerprint', staged.fingerprint);
+    project.provide('tinyStages', staged.stages.length);
     const t1 = performance.now();
     const api = await apiExpectations(engine);
     project.provide('apiExpectations', api);

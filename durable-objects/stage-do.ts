@@ -1,0 +1,279 @@
+// StageDO: one pipeline stage of one model replica, a SQLite-backed Durable Object. It holds its layers' ONNX
+// session (loaded once per isolate from the model store) and, per conversation, its layers' slice of the
+// state: working cursors while a turn runs, snapshots hot in memory (LRU, bounded in bytes) and in SQLite
+// under the SessionDO's snapshot ids. Decode steps of different sessions that wait here together run as one
+// batched ONNX run. The SessionDO drives the stages (durable-objects/stage-pipeline.ts).
+
+import { DurableObject } from 'cloudflare:workers';
+import ortWasm from 'onnxruntime-web/ort-wasm-simd-threaded.wasm';
+import { DecodeBatcher, type BatchStats } from '../engine/decode-batcher.js';
+import { loadStage, type LoadedStage } from '../engine/model.js';
+import { shareState } from '../engine/pipeline.js';
+import { initOrt } from '../engine/runtime/ort.js';
+import type { StageInput, StageOutput } from '../engine/stage-runner.js';
+import { deserializeState, serializeState, type HymbaState } from '../engine/state.js';
+import type { Env } from '../workers/env.js';
+import { r2ModelSource } from './r2-model-source.js';
+import { StageStore } from './stage-store.js';
+import { timedSource, type LoadTiming } from './timed-source.js';
+
+/** Which stage of which model a call is for (the object's name encodes the same). */
+export interface StageAddress {
+  prefix: string;
+  stage: number;
+}
+
+export interface StageLoadInfo extends LoadTiming {
+  stage: number;
+  first: number;
+  last: number;
+  /** ORT was instantiated through the precompiled-module redirect during this load */
+  redirected: boolean;
+  loadMs: number;
+}
+
+export interface StageStats {
+  batch: BatchStats;
+  cursors: number;
+  hotSnapshots: number;
+  hotBytes: number;
+}
+
+interface Loaded {
+  stage: LoadedStage;
+  info: StageLoadInfo;
+}
+
+const stages = new Map<string, Promise<Loaded>>();
+
+async function load(env: Env, addr: StageAddress): Promise<Loaded> {
+  initOrt({ wasmModule: ortWasm });
+  const timed = timedSource(r2ModelSource(env.MODEL_STORE, addr.prefix));
+  const t0 = performance.now();
+  const stage = await loadStage(timed.src, addr.stage);
+  const { spec, graph } = stage.runner.stage;
+  const info: StageLoadInfo = {
+    stage: addr.stage,
+    first: spec.first,
+    last: spec.last,
+    redirected: graph.redirected,
+    loadMs: performance.now() - t0,
+    ...timed.finish(),
+  };
+  return { stage, info };
+}
+
+/** The isolate's copy of a stage, loaded on first use (every object of the class in the isolate shares it). */
+function stageFor(env: Env, addr: StageAddress): Promise<Loaded> {
+  const key = `${addr.prefix}#${addr.stage}`;
+  let loading = stages.get(key);
+  if (!loading) {
+    const p = load(env, addr);
+    stages.set(key, p);
+    p.catch(() => {
+      if (stages.get(key) === p) stages.delete(key);
+    });
+    loading = p;
+  }
+  return loading;
+}
+
+const stateBytes = (s: HymbaState): number =>
+  s.layers.reduce((n, l) => n + (l ? l.conv.byteLength + l.ssm.byteLength + (l.key?.byteLength ?? 0) * 2 : 0), 0);
+
+/** Snapshots kept in memory, least recently used dropped first once over the byte bound. */
+class HotStates {
+  private readonly map = new Map<string, { state: HymbaState; bytes: number }>();
+  private total = 0;
+  constructor(private readonly maxBytes: number) {}
+
+  get(key: string): HymbaState | undefined {
+    const e = this.map.get(key);
+    if (!e) return undefined;
+    this.map.delete(key);
+    this.map.set(key, e);
+    return e.state;
+  }
+
+  set(key: string, state: HymbaState): void {
+    this.delete(key);
+    const bytes = stateBytes(state);
+    this.map.set(key, { state, bytes });
+    this.total += bytes;
+    for (const [k, e] of this.map) {
+      if (this.total <= this.maxBytes || k === key) break;
+      this.map.delete(k);
+      this.total -= e.bytes;
+    }
+  }
+
+  delete(key: string): void {
+    const e = this.map.get(key);
+    if (e) {
+      this.map.delete(key);
+      this.total -= e.bytes;
+    }
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+  get bytes(): number {
+    return this.total;
+  }
+}
+
+interface Step {
+  state: HymbaState;
+  input: StageInput;
+}
+
+/** A working state idle this long belongs to a turn that is gone. */
+const CURSOR_IDLE_MS = 5 * 60_000;
+
+const intVar = (v: string | undefined, fallback: number): number => {
+  const n = Number(v);
+  return v !== undefined && Number.isFinite(n) && n >= 0 ? n : fallback;
+};
+
+export class StageDO extends DurableObject<Env> {
+  private storeCache: StageStore | null = null;
+  private readonly cursors = new Map<string, { state: HymbaState; used: number }>();
+  private readonly hot = new HotStates(intVar(this.env.STAGE_HOT_STATE_MB, 32) * 2 ** 20);
+  private batcher: DecodeBatcher<Step, StageOutput> | null = null;
+  /** Fault injection for tests: the run call with this number (counting from 1) throws ... */
+  failRunNumber: number | null = null;
+  /** ... and persist throws while this is set. */
+  failPersist = false;
+  /** run calls this object has received */
+  runCalls = 0;
+
+  private get store(): StageStore {
+    this.storeCache ??= new StageStore(this.ctx.storage.sql, this.ctx.storage);
+    return this.storeCache;
+  }
+
+  /** Load this stage (once per isolate) and describe the load. */
+  async load(addr: StageAddress): Promise<StageLoadInfo> {
+    return (await stageFor(this.env, addr)).info;
+  }
+
+  /** Start a working state: the meta prefix (base null) or a stored snapshot; not ok if it cannot be restored. */
+  async open(
+    addr: StageAddress,
+    session: string,
+    cursor: string,
+    base: number | null,
+  ): Promise<{ ok: true; position: number } | { ok: false; reason: string }> {
+    const { stage } = await stageFor(this.env, addr);
+    this.sweep();
+    let state: HymbaState | undefined;
+    if (base === null) state = stage.prefix;
+    else {
+      state = this.hot.get(`${session}#${base}`);
+      if (!state) {
+        const bytes = this.store.get(session, base);
+        if (!bytes) return { ok: false, reason: `stage ${addr.stage} has no snapshot ${base}` };
+        try {
+          state = deserializeState(stage.model.dims, bytes, stage.manifest.fingerprint);
+        } catch (e) {
+          return { ok: false, reason: `stage ${addr.stage}: ${e instanceof Error ? e.message : String(e)}` };
+        }
+        this.hot.set(`${session}#${base}`, state);
+      }
+    }
+    this.cursors.set(`${session}/${cursor}`, { state: shareState(state), used: Date.now() });
+    return { ok: true, position: state.position };
+  }
+
+  async fork(session: string, from: string, to: string): Promise<void> {
+    this.cursors.set(`${session}/${to}`, { state: shareState(this.cursor(session, from)), used: Date.now() });
+  }
+
+  /**
+   * Run new tokens through this stage's layers for one cursor at `position` (a guard against steps arriving
+   * out of order). Single-token steps queue for batching with other sessions' steps.
+   */
+  async run(
+    addr: StageAddress,
+    session: string,
+    cursor: string,
+    position: number,
+    input: StageInput,
+    logitsFrom: number,
+  ): Promise<StageOutput> {
+    const { stage } = await stageFor(this.env, addr);
+    this.runCalls++;
+    if (this.failRunNumber !== null && this.runCalls === this.failRunNumber)
+      throw new Error(`stage ${addr.stage}: injected fault at run ${this.runCalls}`);
+    const state = this.cursor(session, cursor);
+    if (state.position !== position)
+      throw new Error(`stage ${addr.stage}: cursor is at position ${state.position}, the step is for ${position}`);
+    const T = 'ids' in input ? input.ids.length : input.hidden.length / stage.model.dims.H;
+    if (T === 1 && intVar(this.env.STAGE_MAX_BATCH, 16) > 1) return this.batch(stage).submit({ state, input });
+    return stage.runner.run(state, input, logitsFrom);
+  }
+
+  /** Store the cursor's state as snapshot `id` (before the SessionDO commits it). */
+  async persist(addr: StageAddress, session: string, cursor: string, id: number): Promise<number> {
+    const { stage } = await stageFor(this.env, addr);
+    if (this.failPersist) throw new Error(`stage ${addr.stage}: injected fault in persist`);
+    const state = shareState(this.cursor(session, cursor));
+    const bytes = serializeState(stage.model.dims, state, stage.manifest.fingerprint);
+    this.store.put(session, id, bytes);
+    this.hot.set(`${session}#${id}`, state);
+    return bytes.length;
+  }
+
+  /** After the SessionDO's commit: drop the session's other snapshots. */
+  async retain(session: string, keep: number[]): Promise<void> {
+    for (const id of this.store.retain(session, keep)) this.hot.delete(`${session}#${id}`);
+  }
+
+  async close(session: string, cursor: string): Promise<void> {
+    this.cursors.delete(`${session}/${cursor}`);
+  }
+
+  /** A stored slice's bytes (forks copy them between sessions, possibly across replicas). */
+  async exportSlice(session: string, id: number): Promise<Uint8Array | null> {
+    return this.store.get(session, id);
+  }
+
+  async importSlice(session: string, id: number, bytes: Uint8Array): Promise<void> {
+    this.store.put(session, id, bytes);
+  }
+
+  /** The snapshot ids stored for a session (tests, operations). */
+  async snapshotIds(session: string): Promise<number[]> {
+    return this.store.ids(session);
+  }
+
+  async stats(): Promise<StageStats> {
+    return {
+      batch: this.batcher?.stats ?? { runs: 0, steps: 0, largest: 0 },
+      cursors: this.cursors.size,
+      hotSnapshots: this.hot.size,
+      hotBytes: this.hot.bytes,
+    };
+  }
+
+  private cursor(session: string, cursor: string): HymbaState {
+    const c = this.cursors.get(`${session}/${cursor}`);
+    if (!c) throw new Error(`no working state ${cursor} for this session here (evicted?)`);
+    c.used = Date.now();
+    return c.state;
+  }
+
+  private batch(stage: LoadedStage): DecodeBatcher<Step, StageOutput> {
+    this.batcher ??= new DecodeBatcher<Step, StageOutput>((steps) => stage.runner.runBatch(steps), {
+      maxBatch: intVar(this.env.STAGE_MAX_BATCH, 16),
+      maxWaitMs: intVar(this.env.STAGE_BATCH_WAIT_MS, 0),
+    });
+    return this.batcher;
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [k, c] of this.cursors) if (now - c.used > CURSOR_IDLE_MS) this.cursors.delete(k);
+  }
+}

@@ -1,0 +1,122 @@
+// The SessionDO's side of the stages: a StatePipeline whose state lives in StageDOs. Calls go out from the
+// session to each stage in turn (hidden states in, hidden states out; the last stage returns logits).
+// Prefill chunks are pipelined: chunk i+1 enters stage 0 while chunk i is in stage 1, each stage taking a
+// session's chunks in order.
+
+import type { ModelFront } from '../engine/model.js';
+import type { Cursor, OpenResult, StatePipeline } from '../engine/pipeline.js';
+import type { ForwardResult, LogitsWanted } from '../engine/runner.js';
+import type { StageInput, StageOutput } from '../engine/stage-runner.js';
+import type { Env } from '../workers/env.js';
+import { replicaOf } from './replicas.js';
+import type { StageAddress, StageDO } from './stage-do.js';
+
+type StageStub = DurableObjectStub<StageDO>;
+
+export interface StageRoute {
+  addr: StageAddress;
+  stub: StageStub;
+}
+
+/** The stage objects of the replica that serves `session` (STAGE_REPLICAS, default 1). */
+export function stageRoutes(env: Env, front: ModelFront, prefix: string, session: string): StageRoute[] {
+  const replicas = Math.max(1, Math.floor(Number(env.STAGE_REPLICAS ?? '1')) || 1);
+  const r = replicaOf(session, replicas);
+  return front.manifest.stages.map((_, stage) => ({
+    addr: { prefix, stage },
+    stub: env.STAGES.getByName(`${front.fingerprint}/r${r}/s${stage}`),
+  }));
+}
+
+let cursorCounter = 0;
+
+export class StagePipeline implements StatePipeline {
+  constructor(
+    private readonly front: ModelFront,
+    private readonly stages: StageRoute[],
+    /** the key the stages file this conversation's state under */
+    readonly session: string,
+  ) {}
+
+  async open(base: number | null): Promise<OpenResult> {
+    const id = `t${Date.now().toString(36)}-${cursorCounter++}`;
+    const results = await Promise.allSettled(this.stages.map((s) => s.stub.open(s.addr, this.session, id, base)));
+    const failed = results.find((r) => r.status === 'rejected' || !r.value.ok);
+    const positions = results.flatMap((r) => (r.status === 'fulfilled' && r.value.ok ? [r.value.position] : []));
+    if (failed || new Set(positions).size !== 1) {
+      await this.closeId(id);
+      if (failed?.status === 'rejected') throw failed.reason; // an error, not a missing snapshot
+      const reason = failed?.status === 'fulfilled' && !failed.value.ok ? failed.value.reason : 'stages disagree';
+      return { ok: false, reason };
+    }
+    return { ok: true, cursor: { id, position: positions[0]! } };
+  }
+
+  async forward(c: Cursor, ids: number[], want: LogitsWanted): Promise<ForwardResult> {
+    const { V, M } = this.front.model.dims;
+    if (ids.length === 0) throw new Error('no tokens to process');
+    if (c.position < M) throw new Error('the state has not processed the meta tokens yet');
+    const bad = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= V);
+    if (bad !== undefined) throw new Error(`token id ${bad} is outside [0, ${V})`);
+    const size = this.front.manifest.maxRunTokens;
+    const atStage: Promise<unknown>[] = this.stages.map(() => Promise.resolve());
+    const chunks: Promise<StageOutput>[] = [];
+    for (let start = 0, pos = c.position; start < ids.length; start += size) {
+      const chunk = ids.slice(start, start + size);
+      const isLast = start + size >= ids.length;
+      const from = want === 'all' ? 0 : chunk.length - 1;
+      let input: Promise<StageInput> = Promise.resolve({ ids: chunk });
+      let out: Promise<StageOutput> | null = null;
+      for (const [k, s] of this.stages.entries()) {
+        const position = pos;
+        // this stage takes the chunk once it has its input and has finished the session's previous chunk
+        const step: Promise<StageOutput> = Promise.all([input, atStage[k]]).then(([inp]) =>
+          s.stub.run(s.addr, this.session, c.id, position, inp, from),
+        );
+        atStage[k] = step.catch(() => undefined);
+        input = step.then((o) => ({ hidden: o.hidden! }));
+        input.catch(() => undefined); // a failure is reported once, through `out`
+        out = step;
+      }
+      chunks.push(want === 'all' || (want === 'last' && isLast) ? out! : out!.then(() => EMPTY));
+      pos += chunk.length;
+    }
+    const settled = await Promise.allSettled(chunks);
+    const failure = settled.find((r) => r.status === 'rejected');
+    if (failure) throw failure.reason;
+    c.position += ids.length;
+    const rows = settled.flatMap((r) => (r.status === 'fulfilled' && r.value.logits ? [r.value.logits] : []));
+    const logits = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
+    let o = 0;
+    for (const r of rows) {
+      logits.set(r, o);
+      o += r.length;
+    }
+    return { logits, rows: logits.length / V };
+  }
+
+  async fork(c: Cursor): Promise<Cursor> {
+    const id = `${c.id}.f${cursorCounter++}`;
+    await Promise.all(this.stages.map((s) => s.stub.fork(this.session, c.id, id)));
+    return { id, position: c.position };
+  }
+
+  async persist(c: Cursor, id: number): Promise<number> {
+    const sizes = await Promise.all(this.stages.map((s) => s.stub.persist(s.addr, this.session, c.id, id)));
+    return sizes.reduce((n, b) => n + b, 0);
+  }
+
+  async retain(keep: number[]): Promise<void> {
+    await Promise.all(this.stages.map((s) => s.stub.retain(this.session, keep)));
+  }
+
+  async close(c: Cursor): Promise<void> {
+    await this.closeId(c.id);
+  }
+
+  private async closeId(id: string): Promise<void> {
+    await Promise.allSettled(this.stages.map((s) => s.stub.close(this.session, id)));
+  }
+}
+
+const EMPTY: StageOutput = { hidden: null, logits: null, rows: 0 };

@@ -1,0 +1,268 @@
+// Runs one stage graph (layers [first, last), optionally the embedding in front and the head behind) for one
+// session, or for several sessions at one token each in a single ONNX run (continuous batching).
+// The state given may hold only this stage's layers; it is advanced only when the run succeeds.
+// The graph takes a batch axis (hymba-graph.ts): one session's arrays are fed as they are; a batch is packed
+// here (K/V caches right-padded to the longest) and each session's state is cut out of the outputs. The graph
+// returns only the new K/V entries: appending them (and trimming sliding caches) is done here, in one copy.
+
+import type { HymbaDims, ModelConfig } from './config.js';
+import { DEFAULT_MAX_RUN_TOKENS, stateNames } from './onnx/hymba-graph.js';
+import type { Stage } from './runner.js';
+import { float32, int64, type OrtTensor } from './runtime/ort.js';
+import { kvEntries, type HymbaState, type LayerState } from './state.js';
+
+/** A stage's input: token ids (stage with the embedding; ids >= V are meta tokens V+j) or hidden rows [T, H] row-major. */
+export type StageInput = { ids: number[] } | { hidden: Float32Array };
+
+export interface StageOutput {
+  /** [T, H] row-major, for a stage without the head */
+  hidden: Float32Array | null;
+  /** [rows, V] row-major, head stage only: rows = T - logitsFrom */
+  logits: Float32Array | null;
+  rows: number;
+}
+
+/**
+ * ORT Web sessions are not reentrant, and every session of an isolate shares one WASM instance: runs go one
+ * at a time, in arrival order, across all StageRunners.
+ */
+let tail: Promise<unknown> = Promise.resolve();
+function exclusive<T>(fn: () => Promise<T>): Promise<T> {
+  const run = tail.then(fn, fn);
+  tail = run.catch(() => undefined);
+  return run;
+}
+
+export class StageRunner {
+  constructor(
+    readonly model: ModelConfig,
+    readonly stage: Stage,
+    /** the most tokens one run may carry: the graph's scan is built for this many */
+    readonly maxRunTokens: number = DEFAULT_MAX_RUN_TOKENS,
+  ) {}
+
+  /**
+   * One session, T = input length (1 <= T <= maxRunTokens) new tokens at state.position. Advances `state`
+   * (its layers [first, last) and position += T); arrays are replaced, never mutated, so a failure leaves
+   * `state` as it was. logitsFrom: first row that gets logits (head stage; ignored otherwise).
+   */
+  async run(state: HymbaState, input: StageInput, logitsFrom: number): Promise<StageOutput> {
+    const T = this.inputLength(input);
+    if (T < 1 || T > this.maxRunTokens) throw new Error(`a stage run takes 1 to ${this.maxRunTokens} tokens, not ${T}`);
+    const from = this.stage.spec.head ? logitsFrom : 0;
+    if (!(Number.isInteger(from) && from >= 0 && from < T))
+      throw new Error(`logitsFrom ${logitsFrom} is outside [0, ${T})`);
+    return (await this.runSessions([{ state, input }], T, from))[0]!;
+  }
+
+  /**
+   * Continuous batching: several sessions, exactly one new token each, in one ONNX run. Equal (within float
+   * tolerance) to calling run() for each item alone; the head stage returns one logits row per item. Each
+   * item's state advances as in run(); on failure no state changes.
+   */
+  async runBatch(items: { state: HymbaState; input: StageInput }[]): Promise<StageOutput[]> {
+    if (items.length === 0) return [];
+    for (const { input } of items)
+      if (this.inputLength(input) !== 1) throw new Error('a batched run takes exactly one token per session');
+    if (new Set(items.map((it) => it.state)).size !== items.length)
+      throw new Error('a state appears twice in one batch');
+    return this.runSessions(items, 1, 0);
+  }
+
+  private async runSessions(items: Item[], T: number, logitsFrom: number): Promise<StageOutput[]> {
+    const feeds = this.feeds(items, T, logitsFrom);
+    const out = await exclusive(() => this.stage.graph.session.run(feeds));
+    const results = items.map((it, k) => ({
+      layers: this.layersFrom(out, items, k, T),
+      output: this.outputOf(out, items.length, k, T - logitsFrom),
+    }));
+    // commit only now, all at once: everything above may throw
+    items.forEach(({ state }, k) => {
+      for (const [i, l] of results[k]!.layers) state.layers[i] = l;
+      state.position += T;
+    });
+    return results.map((r) => r.output);
+  }
+
+  private inputLength(input: StageInput): number {
+    const { spec } = this.stage;
+    if ('ids' in input) {
+      if (!spec.embed) throw new Error(`stage [${spec.first}, ${spec.last}) takes hidden rows, not token ids`);
+      return input.ids.length;
+    }
+    if (spec.embed) throw new Error(`stage [${spec.first}, ${spec.last}) takes token ids, not hidden rows`);
+    const { H } = this.model.dims;
+    if (input.hidden.length % H !== 0)
+      throw new Error(`hidden input of ${input.hidden.length} floats is not [T, ${H}]`);
+    return input.hidden.length / H;
+  }
+
+  /** The graph's inputs for B sessions of T tokens: one session's arrays as they are, a batch's packed. */
+  private feeds(items: Item[], T: number, logitsFrom: number): Record<string, OrtTensor> {
+    const d = this.model.dims;
+    const { spec } = this.stage;
+    const B = items.length;
+    const positions = items.map((it) => it.state.position);
+    const feeds: Record<string, OrtTensor> = { position: int64(positions, [B]) };
+    if (spec.head) feeds.logits_from = int64([logitsFrom], []);
+    // inputLength() has checked that every input is of the stage's kind
+    if (spec.embed) {
+      const ids = items.flatMap((it) => ('ids' in it.input ? it.input.ids : []));
+      feeds.input_ids = int64(ids, [B, T]);
+    } else {
+      const rows = stack(items.map((it) => ('hidden' in it.input ? it.input.hidden : EMPTY)));
+      feeds.hidden_in = float32(rows, [B, T, d.H]);
+    }
+    for (let i = spec.first; i < spec.last; i++) {
+      const layers = items.map(({ state }) => layerOf(state, i));
+      const n = stateNames(i);
+      feeds[n.conv] = float32(stack(layers.map((l) => l.conv)), [B, d.dConv - 1, d.dIn]);
+      feeds[n.ssm] = float32(stack(layers.map((l) => l.ssm)), [B, d.dIn, d.dState]);
+      if (d.layers[i]!.kv.kind === 'producer') Object.assign(feeds, this.kvFeeds(i, items, layers));
+    }
+    return feeds;
+  }
+
+  /** A producer's caches, right-padded to the longest; each must hold what its position implies. */
+  private kvFeeds(i: number, items: Item[], layers: LayerState[]): Record<string, OrtTensor> {
+    const d = this.model.dims;
+    const B = items.length;
+    const counts = layers.map((l, k) => {
+      const { position } = items[k]!.state;
+      const expected = kvEntries(d, i, position);
+      if (!l.key || !l.value || l.kvLen !== expected)
+        throw new Error(`layer ${i} holds ${l.kvLen} K/V entries at position ${position}, not ${expected}`);
+      return l.kvLen;
+    });
+    const S = Math.max(...counts);
+    const packed = (arrays: Float32Array[], width: number): OrtTensor =>
+      float32(B === 1 ? arrays[0]! : padRows(arrays, counts, d.kvHeads, S, width), [B, d.kvHeads, S, width]);
+    const keys = layers.map((l) => l.key!);
+    const values = layers.map((l) => l.value!);
+    const n = stateNames(i);
+    return { [n.key]: packed(keys, d.dqk), [n.value]: packed(values, d.dv) };
+  }
+
+  /** Session k's layers after the run, cut out of the batch's outputs (one session: the outputs as they are). */
+  private layersFrom(out: Record<string, OrtTensor>, items: Item[], k: number, T: number): [number, LayerState][] {
+    const d = this.model.dims;
+    const B = items.length;
+    const { state } = items[k]!;
+    const part = (t: Float32Array): Float32Array => (B === 1 ? t : sessionPart(t, B, k));
+    const layers: [number, LayerState][] = [];
+    for (let i = this.stage.spec.first; i < this.stage.spec.last; i++) {
+      const n = stateNames(i);
+      const conv = part(outputData(out, `${n.conv}_out`));
+      const ssm = part(outputData(out, `${n.ssm}_out`));
+      if (d.layers[i]!.kv.kind !== 'producer') {
+        layers.push([i, { conv, ssm, key: null, value: null, kvLen: 0 }]);
+        continue;
+      }
+      const prev = layerOf(state, i);
+      const cache = (past: Float32Array, name: string, width: number): Float32Array =>
+        appendEntries(d, i, state.position, past, outputData(out, name), k, T, width);
+      layers.push([
+        i,
+        {
+          conv,
+          ssm,
+          key: cache(prev.key!, `${n.key}_out`, d.dqk),
+          value: cache(prev.value!, `${n.value}_out`, d.dv),
+          kvLen: kvEntries(d, i, state.position + T),
+        },
+      ]);
+    }
+    return layers;
+  }
+
+  private outputOf(out: Record<string, OrtTensor>, B: number, k: number, rows: number): StageOutput {
+    const part = (t: Float32Array): Float32Array => (B === 1 ? t : sessionPart(t, B, k));
+    if (this.stage.spec.head) return { hidden: null, logits: part(outputData(out, 'logits')), rows };
+    return { hidden: part(outputData(out, 'hidden_out')), logits: null, rows };
+  }
+}
+
+type Item = { state: HymbaState; input: StageInput };
+const EMPTY = new Float32Array(0);
+
+function layerOf(state: HymbaState, i: number): LayerState {
+  const l = state.layers[i];
+  if (!l) throw new Error(`state has no layer ${i}`);
+  return l;
+}
+
+function outputData(out: Record<string, OrtTensor>, name: string): Float32Array {
+  const t = out[name];
+  if (!t) throw new Error(`graph output ${name} is missing`);
+  return t.data as Float32Array;
+}
+
+/** A copy of session k's share of a batch output (`set` of a view: several times faster than `slice` in V8). */
+function sessionPart(t: Float32Array, B: number, k: number): Float32Array {
+  const n = t.length / B;
+  const out = new Float32Array(n);
+  out.set(t.subarray(k * n, (k + 1) * n));
+  return out;
+}
+
+/** Equal-sized arrays one after another (one array: itself, no copy). */
+function stack(arrays: Float32Array[]): Float32Array {
+  if (arrays.length === 1) return arrays[0]!;
+  const out = new Float32Array(arrays.reduce((n, a) => n + a.length, 0));
+  let o = 0;
+  for (const a of arrays) {
+    out.set(a, o);
+    o += a.length;
+  }
+  return out;
+}
+
+/** Caches [heads, count_b, width] packed as [B, heads, S, width], each session's rows first, zeros after. */
+function padRows(arrays: Float32Array[], counts: number[], heads: number, S: number, width: number): Float32Array {
+  const out = new Float32Array(arrays.length * heads * S * width);
+  arrays.forEach((a, b) => {
+    const n = counts[b]! * width;
+    for (let h = 0; h < heads; h++) out.set(a.subarray(h * n, (h + 1) * n), (b * heads + h) * S * width);
+  });
+  return out;
+}
+
+/**
+ * A producer's cache after a run: the session's stored entries [heads, n, width] followed by its T new ones
+ * (session k of the graph's [B, heads, T, width] output), keeping what state.ts kvEntries keeps: all of them in
+ * global layers; in sliding ones the meta entries (always the first ones) and the last W keys.
+ */
+function appendEntries(
+  d: HymbaDims,
+  layer: number,
+  position: number,
+  past: Float32Array,
+  fresh: Float32Array,
+  k: number,
+  T: number,
+  width: number,
+): Float32Array {
+  const heads = d.kvHeads;
+  const n = kvEntries(d, layer, position);
+  const kept = kvEntries(d, layer, position + T);
+  const meta = Math.min(position + T, d.M);
+  // entry j of [past ; fresh] for j in [0, meta) and [n + T - (kept - meta), n + T)
+  const ranges: [number, number][] = [
+    [0, meta],
+    [n + T - (kept - meta), n + T],
+  ];
+  const out = new Float32Array(heads * kept * width);
+  let o = 0;
+  const copy = (src: Float32Array, from: number, to: number): void => {
+    if (to <= from) return;
+    out.set(src.subarray(from * width, to * width), o);
+    o += (to - from) * width;
+  };
+  for (let h = 0; h < heads; h++)
+    for (const [a, b] of ranges) {
+      const split = Math.max(a, Math.min(b, n)); // [a, split) stored, [split, b) new
+      copy(past, h * n + a, h * n + split);
+      copy(fresh, (k * heads + h) * T + split - n, (k * heads + h) * T + b - n);
+    }
+  return out;
+}
