@@ -74,7 +74,7 @@ export async function loadStage(src: ModelSource, k: number): Promise<LoadedStag
     position: full.position,
     layers: full.layers.map((l, i) => (i >= first && i < last ? l : undefined)),
   };
-  return { manifest, model, runner: new StageRunner(model, stage), prefix };
+  return { manifest, model, runner: new StageRunner(model, stage, manifest.maxRunTokens), prefix };
 }
 
 export class HymbaEngine implements ModelFront {

@@ -6,6 +6,7 @@ import { emitGraph } from '../../engine/onnx/emit.js';
 import { buildStageGraph, stateNames, type StageSpec } from '../../engine/onnx/hymba-graph.js';
 import { expandQ4Graph } from '../../engine/onnx/q4-expand.js';
 import { ort } from '../../engine/runtime/ort.js';
+import { kvEntries } from '../../engine/state.js';
 import { layerTensorShapes, type WeightMap } from '../../engine/weights.js';
 import { initTensor } from '../test-model/make-test-model.js';
 import { presetConfig, pyJson } from '../test-model/presets.js';
@@ -49,20 +50,20 @@ export function buildLayer(model: ModelConfig, w: WeightMap, dtype: LayerDtype):
 }
 
 /**
- * Feeds for T hidden rows continuing from `context` positions of (zero) state: the KV inputs hold the
- * window the runner would pass (meta tokens plus up to W earlier tokens).
+ * Feeds for T hidden rows of each of B sessions, all continuing from `context` positions of (zero) state:
+ * the KV inputs hold the entries the runner would pass (meta tokens plus up to W earlier tokens).
  */
-export function layerFeeds(d: HymbaDims, T: number, context: number): Record<string, ort.Tensor> {
+export function layerFeeds(d: HymbaDims, T: number, context: number, B = 1): Record<string, ort.Tensor> {
   const n = stateNames(LAYER);
-  const kv = Math.min(context, d.M + d.W);
+  const kv = kvEntries(d, LAYER, context);
   const f = (data: Float32Array, dims: number[]): ort.Tensor => new ort.Tensor('float32', data, dims);
   return {
-    position: new ort.Tensor('int64', BigInt64Array.of(BigInt(context)), []),
-    hidden_in: f(new Float32Array(T * d.H).fill(0.1), [T, d.H]),
-    [n.conv]: f(new Float32Array((d.dConv - 1) * d.dIn), [d.dConv - 1, d.dIn]),
-    [n.ssm]: f(new Float32Array(d.dIn * d.dState), [d.dIn, d.dState]),
-    [n.key]: f(new Float32Array(d.kvHeads * kv * d.dqk), [d.kvHeads, kv, d.dqk]),
-    [n.value]: f(new Float32Array(d.kvHeads * kv * d.dv), [d.kvHeads, kv, d.dv]),
+    position: new ort.Tensor('int64', new BigInt64Array(B).fill(BigInt(context)), [B]),
+    hidden_in: f(new Float32Array(B * T * d.H).fill(0.1), [B, T, d.H]),
+    [n.conv]: f(new Float32Array(B * (d.dConv - 1) * d.dIn), [B, d.dConv - 1, d.dIn]),
+    [n.ssm]: f(new Float32Array(B * d.dIn * d.dState), [B, d.dIn, d.dState]),
+    [n.key]: f(new Float32Array(B * d.kvHeads * kv * d.dqk), [B, d.kvHeads, kv, d.dqk]),
+    [n.value]: f(new Float32Array(B * d.kvHeads * kv * d.dv), [B, d.kvHeads, kv, d.dv]),
   };
 }
 
@@ -73,12 +74,19 @@ export interface Runner {
 
 export const PREFILL_CHUNK = 128;
 
-/** The workloads of the table: decode at context M+512; prefill of a fresh prompt after the meta tokens. */
+/** Sessions decoded together in the batched-decode workload. */
+export const DECODE_BATCH = 8;
+
+/**
+ * The workloads of the table: decode at context M+512, alone and for DECODE_BATCH sessions in one run;
+ * prefill of a fresh prompt after the meta tokens.
+ */
 export function workloads(
   d: HymbaDims,
-): Record<'decode' | 'prefill128' | 'prefill512', () => Record<string, ort.Tensor>[]> {
+): Record<'decode' | 'decodeBatch' | 'prefill128' | 'prefill512', () => Record<string, ort.Tensor>[]> {
   return {
     decode: () => [layerFeeds(d, 1, d.M + 512)],
+    decodeBatch: () => [layerFeeds(d, 1, d.M + 512, DECODE_BATCH)],
     prefill128: () => [layerFeeds(d, PREFILL_CHUNK, d.M)],
     // 512 tokens as the runner chunks them: 4 runs of 128 at growing positions
     prefill512: () => [0, 1, 2, 3].map((k) => layerFeeds(d, PREFILL_CHUNK, d.M + k * PREFILL_CHUNK)),

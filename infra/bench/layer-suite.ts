@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { loadGraph } from '../../engine/runtime/ort.js';
 import {
   buildLayer,
+  DECODE_BATCH,
   fullModelLayers,
   layerModel,
   layerWeights,
@@ -30,9 +31,10 @@ export interface Row {
 }
 type Section = (title: string) => void;
 
-type Phase = 'decode' | 'prefill128' | 'prefill512';
+type Phase = 'decode' | 'decodeBatch' | 'prefill128' | 'prefill512';
 const PHASES: { phase: Phase; tokens: number; runs: number; warmup: number }[] = [
   { phase: 'decode', tokens: 1, runs: 9, warmup: 2 },
+  { phase: 'decodeBatch', tokens: DECODE_BATCH, runs: 9, warmup: 2 },
   { phase: 'prefill128', tokens: 128, runs: 5, warmup: 1 },
   { phase: 'prefill512', tokens: 512, runs: 5, warmup: 1 },
 ];
@@ -164,7 +166,9 @@ export async function benchLayerSuite(rows: Row[], results: Record<string, unkno
         const what =
           p.phase === 'decode'
             ? `${dtype}: decode 1 token at context M+512`
-            : `${dtype}: prefill ${p.tokens} tokens from position M${p.tokens > 128 ? ' (4 runs of 128)' : ''}`;
+            : p.phase === 'decodeBatch'
+              ? `${dtype}: decode ${p.tokens} sessions in one run, each at context M+512`
+              : `${dtype}: prefill ${p.tokens} tokens from position M${p.tokens > 128 ? ' (4 runs of 128)' : ''}`;
         let note = `${gflops.toFixed(1)} GFLOP/s = ${pct(gflops / best)} of best ${dtype} matmul`;
         const entry: Record<string, unknown> = { ...t[p.phase], gflops, fractionOfMatmul: gflops / best };
         if (p.phase === 'decode') {
@@ -187,10 +191,16 @@ export async function benchLayerSuite(rows: Row[], results: Record<string, unkno
     for (const dtype of execDtypes) {
       const t = timings.get(dtype)!;
       const dec = 1000 / (t.decode.median * fullL);
+      const batched = (DECODE_BATCH * 1000) / (t.decodeBatch.median * fullL);
       const pre = (512 * 1000) / (t.prefill512.median * fullL);
       row(`${dtype}: decode (estimate)`, `${dec.toFixed(2)} tok/s`, `${(t.decode.median * fullL).toFixed(0)} ms/token`);
+      row(
+        `${dtype}: decode, ${DECODE_BATCH} sessions batched (estimate)`,
+        `${batched.toFixed(2)} tok/s`,
+        `${(t.decodeBatch.median * fullL).toFixed(0)} ms/step, all sessions together`,
+      );
       row(`${dtype}: prefill 512 (estimate)`, `${pre.toFixed(1)} tok/s`);
-      estimates[dtype] = { decodeTokS: dec, prefillTokS: pre };
+      estimates[dtype] = { decodeTokS: dec, batchedDecodeTokS: batched, prefillTokS: pre };
     }
     results.estimates = estimates;
 

@@ -7,7 +7,7 @@ import { ort } from '../../engine/runtime/ort.js';
 import { initNodeOrt } from '../node-ort.js';
 import { layerModel, runAll, workloads } from './layer-graph.js';
 
-export const PHASES = ['decode', 'prefill128'] as const;
+export const PHASES = ['decode', 'decodeBatch', 'prefill128'] as const;
 
 async function main(): Promise<void> {
   const [file, runsArg] = process.argv.slice(2);

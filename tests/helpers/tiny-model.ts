@@ -31,6 +31,8 @@ export async function makeConvertedModel(
     seed?: number;
     dtype?: 'f32' | 'f16' | 'int8' | 'q4';
     overrides?: Record<string, ConfigValue>;
+    /** layer ranges of the stage graphs; default one stage */
+    stages?: { first: number; last: number }[];
   } = {},
 ): Promise<TestModel> {
   const root = await mkdtemp(join(tmpdir(), 'hymba-test-'));
@@ -43,7 +45,11 @@ export async function makeConvertedModel(
     ...(opts.overrides ? { overrides: opts.overrides } : {}),
   });
   await mkdir(convertedDir, { recursive: true });
-  await convertDir(hfDir, { dtype: opts.dtype ?? 'f32' }, (name, bytes) => writeFile(join(convertedDir, name), bytes));
+  await convertDir(
+    hfDir,
+    { dtype: opts.dtype ?? 'f32', ...(opts.stages ? { stages: opts.stages } : {}) },
+    (name, bytes) => writeFile(join(convertedDir, name), bytes),
+  );
   const engine = await HymbaEngine.load(dirModelSource(convertedDir));
   const ckpt = await openCheckpoint(dirCheckpointSource(hfDir));
   const weights = await loadWeights(ckpt);
