@@ -1,9 +1,13 @@
 // The SessionDO's side of the stages: a StatePipeline whose state lives in StageDOs. Calls go out from the
 // session to each stage in turn (hidden states in, hidden states out; the last stage returns logits).
-// Prefill chunks are pipelined: chunk i+1 enters stage 0 while chunk i is in stage 1, each stage taking a
-// session's chunks in order.
+// The order of stages, parallel slices and how their outputs combine is engine/steps.ts's; this module only
+// carries the calls. Prefill chunks are pipelined: chunk i+1 enters stage 0 while chunk i is in stage 1, each
+// stage taking a session's chunks in order.
 
+import { stageSpecOf } from '../engine/manifest.js';
 import type { ModelFront } from '../engine/model.js';
+import type { StageSpec } from '../engine/onnx/hymba-graph.js';
+import { pipelineSteps, runSteps, type Step } from '../engine/steps.js';
 import type { Cursor, OpenResult, StatePipeline } from '../engine/pipeline.js';
 import type { ForwardResult, LogitsWanted } from '../engine/runner.js';
 import type { StageInput, StageOutput } from '../engine/stage-runner.js';
@@ -31,12 +35,18 @@ export function stageRoutes(env: Env, front: ModelFront, prefix: string, session
 let cursorCounter = 0;
 
 export class StagePipeline implements StatePipeline {
+  private readonly specs: StageSpec[];
+  private readonly steps: Step[];
+
   constructor(
     private readonly front: ModelFront,
     private readonly stages: StageRoute[],
     /** the key the stages file this conversation's state under */
     readonly session: string,
-  ) {}
+  ) {
+    this.specs = front.manifest.stages.map(stageSpecOf);
+    this.steps = pipelineSteps(this.specs, front.model.dims);
+  }
 
   async open(base: number | null): Promise<OpenResult> {
     const id = `t${Date.now().toString(36)}-${cursorCounter++}`;
@@ -59,33 +69,49 @@ export class StagePipeline implements StatePipeline {
     const bad = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= V);
     if (bad !== undefined) throw new Error(`token id ${bad} is outside [0, ${V})`);
     const size = this.front.manifest.maxRunTokens;
-    const atStage: Promise<unknown>[] = this.stages.map(() => Promise.resolve());
-    const chunks: Promise<StageOutput>[] = [];
-    for (let start = 0, pos = c.position; start < ids.length; start += size) {
+    const chunks: { ids: number[]; position: number; from: number; keep: boolean }[] = [];
+    for (let start = 0; start < ids.length; start += size) {
       const chunk = ids.slice(start, start + size);
       const isLast = start + size >= ids.length;
-      const from = want === 'all' ? 0 : chunk.length - 1;
-      let input: Promise<StageInput> = Promise.resolve({ ids: chunk });
-      let out: Promise<StageOutput> | null = null;
-      for (const [k, s] of this.stages.entries()) {
-        const position = pos;
-        // this stage takes the chunk once it has its input and has finished the session's previous chunk
-        const step: Promise<StageOutput> = Promise.all([input, atStage[k]]).then(([inp]) =>
-          s.stub.run(s.addr, this.session, c.id, position, inp, from),
-        );
-        atStage[k] = step.catch(() => undefined);
-        input = step.then((o) => ({ hidden: o.hidden! }));
-        input.catch(() => undefined); // a failure is reported once, through `out`
-        out = step;
-      }
-      chunks.push(want === 'all' || (want === 'last' && isLast) ? out! : out!.then(() => EMPTY));
-      pos += chunk.length;
+      chunks.push({
+        ids: chunk,
+        position: c.position + start,
+        from: want === 'all' ? 0 : chunk.length - 1, // 'none' still computes one cheap row
+        keep: want === 'all' || (want === 'last' && isLast),
+      });
     }
-    const settled = await Promise.allSettled(chunks);
+    // Pipelining: every chunk starts at once; a stage takes chunk i only after it has run chunk i-1 (its
+    // state is sequential), so chunk i+1 can be in stage 0 while chunk i is in stage 1.
+    const turns = this.stages.map(() => chunks.map(() => deferred()));
+    let failed = false;
+    const runs = chunks.map(async (chunk, ci) => {
+      const ran = new Set<number>();
+      const call = async (k: number, input: StageInput, logitsFrom: number): Promise<StageOutput> => {
+        if (ci > 0) await turns[k]![ci - 1]!.promise;
+        try {
+          if (failed) throw new Error('an earlier chunk failed');
+          const s = this.stages[k]!;
+          return await s.stub.run(s.addr, this.session, c.id, chunk.position, input, logitsFrom);
+        } finally {
+          ran.add(k);
+          turns[k]![ci]!.resolve();
+        }
+      };
+      try {
+        return await runSteps(this.specs, this.steps, V, { ids: chunk.ids }, chunk.from, call);
+      } catch (e) {
+        failed = true;
+        return Promise.reject(e);
+      } finally {
+        // stages this chunk never reached must not hold the later chunks back
+        this.stages.forEach((_, k) => ran.has(k) || turns[k]![ci]!.resolve());
+      }
+    });
+    const settled = await Promise.allSettled(runs);
     const failure = settled.find((r) => r.status === 'rejected');
     if (failure) throw failure.reason;
     c.position += ids.length;
-    const rows = settled.flatMap((r) => (r.status === 'fulfilled' && r.value.logits ? [r.value.logits] : []));
+    const rows = settled.flatMap((r, ci) => (r.status === 'fulfilled' && chunks[ci]!.keep ? [r.value] : []));
     const logits = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
     let o = 0;
     for (const r of rows) {
@@ -119,4 +145,8 @@ export class StagePipeline implements StatePipeline {
   }
 }
 
-const EMPTY: StageOutput = { hidden: null, logits: null, rows: 0 };
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve: () => void = () => undefined;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}

@@ -1,17 +1,35 @@
 // The manifest of a converted model directory: what `hymba convert` writes and every loader reads.
 
 import { z } from 'zod';
+import type { StageSpec } from './onnx/hymba-graph.js';
 import { MODEL_DTYPES } from './quantize.js';
 
 export const MANIFEST_FILE = 'hymba-manifest.json';
 /** Bumped whenever the graphs change what they compute or how state is laid out. */
 export const GRAPH_VERSION = 3;
 
+const Int = z.number().int().nonnegative();
+/** one share of one block (hymba-graph.ts SliceSpec) */
+const SliceEntry = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('mlp'), layer: Int, part: Int, parts: z.number().int().positive() }),
+  z.object({ kind: z.literal('embed'), part: Int, parts: z.number().int().positive() }),
+  z.object({ kind: z.literal('head'), part: Int, parts: z.number().int().positive() }),
+]);
+
 const StageEntry = z.object({
-  first: z.number().int().nonnegative(),
-  last: z.number().int().positive(),
+  first: Int,
+  /** 0 for an embedding slice (it touches no layer) */
+  last: Int,
   embed: z.boolean(),
   head: z.boolean(),
+  /** sublayer units [from, to) (2i: layer i's mixer block, 2i+1 its MLP); absent: whole layers [first, last) */
+  units: z.object({ from: Int, to: Int }).optional(),
+  /** the stage is one slice of one block, run beside its sibling slices */
+  slice: SliceEntry.optional(),
+  /** producers whose K/V cache the stage mirrors (their new entries come with its input) */
+  kvIn: z.array(Int).optional(),
+  /** producers whose new K/V entries the stage returns (a later stage mirrors them) */
+  kvOut: z.array(Int).optional(),
   /** the stage's ONNX graph with its weights inside */
   graph: z.string(),
   weightBytes: z.number().int().nonnegative(),
@@ -62,6 +80,16 @@ export const ManifestSchema = z.object({
 export type Manifest = z.infer<typeof ManifestSchema>;
 export type ManifestStage = z.infer<typeof StageEntry>;
 export type ManifestPlan = z.infer<typeof PlanRecord>;
+
+/** The graph's StageSpec of a manifest stage entry (the optional fields only where present). */
+export function stageSpecOf(e: ManifestStage): StageSpec {
+  const spec: StageSpec = { first: e.first, last: e.last, embed: e.embed, head: e.head };
+  if (e.units) spec.units = { from: e.units.from, to: e.units.to };
+  if (e.slice) spec.slice = { ...e.slice };
+  if (e.kvIn) spec.kvIn = [...e.kvIn];
+  if (e.kvOut) spec.kvOut = [...e.kvOut];
+  return spec;
+}
 
 export function parseManifest(text: string): Manifest {
   let raw: unknown;

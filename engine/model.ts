@@ -1,13 +1,13 @@
 // A converted model, loaded: ORT sessions for its stages, the meta-token prefix state, the tokenizer.
 
 import { loadConfig, type ModelConfig } from './config.js';
-import { MANIFEST_FILE, parseManifest, type Manifest } from './manifest.js';
+import { MANIFEST_FILE, parseManifest, stageSpecOf, type Manifest } from './manifest.js';
 import { LocalPipeline } from './pipeline.js';
 import { StageRunner } from './stage-runner.js';
 import { HymbaRunner, type Stage } from './runner.js';
 import { expandQ4Graph } from './onnx/q4-expand.js';
 import { loadGraph } from './runtime/ort.js';
-import { cloneState, deserializeState, emptyState, type HymbaState } from './state.js';
+import { cloneState, deserializeState, emptyState, stageState, type HymbaState } from './state.js';
 import { HymbaTokenizer } from './tokenizer.js';
 
 /** Where a converted model's files come from: a directory, R2, the Worker bundle, a browser fetch. */
@@ -50,7 +50,7 @@ async function loadStageGraph(src: ModelSource, manifest: Manifest, k: number): 
   if (!s) throw new Error(`the model has ${manifest.stages.length} stages, not stage ${k}`);
   const bytes = await required(src, s.graph);
   const graph = await loadGraph(manifest.dtype === 'q4' ? expandQ4Graph(bytes) : bytes);
-  return { spec: { first: s.first, last: s.last, embed: s.embed, head: s.head }, graph };
+  return { spec: stageSpecOf(s), graph };
 }
 
 /** One stage of a model, loaded alone (a StageDO): its graph and its layers' slice of the meta-prefix state. */
@@ -58,7 +58,7 @@ export interface LoadedStage {
   readonly manifest: Manifest;
   readonly model: ModelConfig;
   readonly runner: StageRunner;
-  /** the state after the meta tokens, holding this stage's layers only */
+  /** the state after the meta tokens, holding this stage's layers (and the producers it mirrors) only */
   readonly prefix: HymbaState;
 }
 
@@ -66,14 +66,10 @@ export async function loadStage(src: ModelSource, k: number): Promise<LoadedStag
   const manifest = await readManifest(src);
   const model = loadConfig(manifest.config);
   const stage = await loadStageGraph(src, manifest, k);
-  const { first, last } = stage.spec;
   const full = manifest.prefixState
     ? deserializeState(model.dims, await required(src, manifest.prefixState), manifest.fingerprint)
     : emptyState(model.dims);
-  const prefix: HymbaState = {
-    position: full.position,
-    layers: full.layers.map((l, i) => (i >= first && i < last ? l : undefined)),
-  };
+  const prefix = stageState(model.dims, stage.spec, full);
   return { manifest, model, runner: new StageRunner(model, stage, manifest.maxRunTokens), prefix };
 }
 

@@ -1,12 +1,19 @@
 // Runs token ids through a model's stage graphs (one StageRunner each), continuing from and updating a HymbaState.
 // Long inputs are split into runs of at most maxRunTokens; a forward either completes or leaves the state as it was.
 // Several sessions at one token each can be decoded together in one run per stage (forwardBatch).
+// The stages run in the order of engine/steps.ts (slices of one block side by side, outputs combined).
+//
+// The state is the whole model's: one entry per layer, held by the stage with that layer's mixer. Stages that
+// mirror a producer (kvIn) keep no state of their own here: in one process a mirror always equals the
+// producer's cache, so each run hands the mirroring stage the producer's entry as it was before the chunk
+// (plus, with its input, the new entries the producer's stage just returned), and drops what it appends.
 
 import type { ModelConfig } from './config.js';
-import type { StageSpec } from './onnx/hymba-graph.js';
+import { mixerLayers, type StageSpec } from './onnx/hymba-graph.js';
 import type { LoadedGraph } from './runtime/ort.js';
-import { StageRunner, type StageInput } from './stage-runner.js';
-import { emptyState, type HymbaState } from './state.js';
+import { StageRunner } from './stage-runner.js';
+import { emptyState, mirrorOf, type HymbaState, type LayerState } from './state.js';
+import { pipelineSteps, runSteps, runStepsBatch, type Step } from './steps.js';
 import type { TokenStepper } from './generate.js';
 
 export interface Stage {
@@ -33,6 +40,8 @@ export class InputError extends Error {
 export class HymbaRunner {
   /** one per stage, in layer order; ORT runs go one at a time through StageRunner's queue */
   readonly stageRunners: StageRunner[];
+  /** the execution order of the stages */
+  readonly steps: Step[];
 
   constructor(
     readonly model: ModelConfig,
@@ -40,6 +49,10 @@ export class HymbaRunner {
     readonly maxRunTokens: number,
   ) {
     this.stageRunners = stages.map((s) => new StageRunner(model, s, maxRunTokens));
+    this.steps = pipelineSteps(
+      stages.map((s) => s.spec),
+      model.dims,
+    );
   }
 
   /** Feed text token ids (each in [0, V)) and advance `state`. */
@@ -60,16 +73,14 @@ export class HymbaRunner {
     if (new Set(states).size !== states.length) throw new InputError('a state appears twice in one batch');
     states.forEach((s, k) => this.checkText(s, [ids[k]!]));
     const work = states.map((s) => ({ position: s.position, layers: s.layers.slice() }));
-    let inputs: StageInput[] = ids.map((id) => ({ ids: [id] }));
-    let logits: Float32Array[] = [];
-    for (const runner of this.stageRunners) {
+    const before = work.map((w) => w.layers.slice());
+    const logits = await runStepsBatch(this.specs(), this.steps, this.model.dims.V, ids, async (k, inputs) => {
       // each stage advances its own layers and a position of its own; the sessions' positions move once, below
-      const views = work.map((w) => ({ position: w.position, layers: w.layers }));
-      const outs = await runner.runBatch(views.map((state, k) => ({ state, input: inputs[k]! })));
-      if (runner.stage.spec.head)
-        logits = outs.map((o) => o.logits!); // one row [V] each
-      else inputs = outs.map((o) => ({ hidden: o.hidden! }));
-    }
+      const views = work.map((w, b) => this.view(k, w.position, w.layers, before[b]!));
+      const outs = await this.stageRunners[k]!.runBatch(views.map((state, b) => ({ state, input: inputs[b]! })));
+      views.forEach((v, b) => this.commit(k, v, work[b]!.layers));
+      return outs;
+    });
     states.forEach((s, k) => {
       s.layers = work[k]!.layers;
       s.position = work[k]!.position + 1;
@@ -134,18 +145,54 @@ export class HymbaRunner {
     return { logits, rows: total / V };
   }
 
-  /** One run through every stage, each passing its hidden rows to the next. */
+  /** One run through every step, each passing its (combined) output to the next. */
   private async runChunk(state: HymbaState, ids: number[], logitsFrom: number): Promise<Float32Array> {
-    let input: StageInput = { ids };
-    let logits: Float32Array = new Float32Array(0);
-    for (const runner of this.stageRunners) {
-      // every stage starts at the chunk's position; the shared layers array collects each stage's layers
-      const view: HymbaState = { position: state.position, layers: state.layers };
-      const out = await runner.run(view, input, logitsFrom);
-      if (runner.stage.spec.head) logits = out.logits!;
-      else input = { hidden: out.hidden! };
-    }
+    const before = state.layers.slice();
+    const logits = await runSteps(
+      this.specs(),
+      this.steps,
+      this.model.dims.V,
+      { ids },
+      logitsFrom,
+      async (k, input, from) => {
+        // every stage starts at the chunk's position; its layers go back into the shared layers array
+        const view = this.view(k, state.position, state.layers, before);
+        const out = await this.stageRunners[k]!.run(view, input, from);
+        this.commit(k, view, state.layers);
+        return out;
+      },
+    );
     state.position += ids.length;
     return logits;
+  }
+
+  private specs(): StageSpec[] {
+    return this.stages.map((s) => s.spec);
+  }
+
+  /**
+   * Stage k's state for one run: the current entries of the layers whose mixer it holds, and mirror entries
+   * of the producers it mirrors as they were before the chunk (`before`), which its input's new entries extend.
+   */
+  private view(
+    k: number,
+    position: number,
+    layers: (LayerState | undefined)[],
+    before: (LayerState | undefined)[],
+  ): HymbaState {
+    const { spec } = this.stages[k]!;
+    const own: (LayerState | undefined)[] = new Array(this.model.dims.L);
+    for (const i of mixerLayers(spec)) own[i] = layers[i];
+    for (const p of spec.kvIn ?? []) {
+      const l = before[p];
+      if (!l) throw new Error(`state has no layer ${p}`);
+      own[p] = mirrorOf(l);
+    }
+    return { position, layers: own };
+  }
+
+  /** Stage k's layers after its run back into the whole-model layers (its mirror copies are dropped). */
+  private commit(k: number, view: HymbaState, layers: (LayerState | undefined)[]): void {
+    for (const i of mixerLayers(this.stages[k]!.spec)) layers[i] = view.layers[i];
   }
 }

@@ -1,25 +1,49 @@
-// Runs one stage graph (layers [first, last), optionally the embedding in front and the head behind) for one
+// Runs one stage graph (sublayer units of layers [first, last), optionally the embedding in front and the head
+// behind, or one slice of a block) for one
 // session, or for several sessions at one token each in a single ONNX run (continuous batching).
 // The state given may hold only this stage's layers; it is advanced only when the run succeeds.
 // The graph takes a batch axis (hymba-graph.ts): one session's arrays are fed as they are; a batch is packed
 // here (K/V caches right-padded to the longest) and each session's state is cut out of the outputs. The graph
 // returns only the new K/V entries: appending them (and trimming sliding caches) is done here, in one copy.
+// A stage that mirrors a producer (kvIn) gets the producer's new entries with its input and appends them to
+// its own copy of the cache (a mirror entry, state.ts) exactly as the producer's stage does.
 
 import type { HymbaDims, ModelConfig } from './config.js';
-import { DEFAULT_MAX_RUN_TOKENS, stateNames } from './onnx/hymba-graph.js';
+import {
+  DEFAULT_MAX_RUN_TOKENS,
+  givesLogits,
+  mirrorNames,
+  mixerLayers,
+  sliceRange,
+  stateNames,
+  takesIds,
+} from './onnx/hymba-graph.js';
 import type { Stage } from './runner.js';
 import { float32, int64, type OrtTensor } from './runtime/ort.js';
 import { kvEntries, type HymbaState, type LayerState } from './state.js';
 
-/** A stage's input: token ids (stage with the embedding; ids >= V are meta tokens V+j) or hidden rows [T, H] row-major. */
-export type StageInput = { ids: number[] } | { hidden: Float32Array };
+/** New K/V entries of one producer for one session: [kv_heads, T, dqk] and [kv_heads, T, dv] (rotated keys). */
+export interface KvEntries {
+  key: Float32Array;
+  value: Float32Array;
+}
+
+/**
+ * A stage's input: token ids (stage with the embedding; ids >= V are meta tokens V+j) or hidden rows [T, H]
+ * row-major; `kv`: the new entries of each producer the stage mirrors (StageSpec.kvIn), as its stage output them.
+ */
+export type StageInput = ({ ids: number[] } | { hidden: Float32Array }) & { kv?: Record<number, KvEntries> };
 
 export interface StageOutput {
-  /** [T, H] row-major, for a stage without the head */
+  /** [T, H] row-major, for a stage without the head (an MLP slice: its partial sum; an embedding slice: its rows) */
   hidden: Float32Array | null;
-  /** [rows, V] row-major, head stage only: rows = T - logitsFrom */
+  /** [rows, V] row-major, head stage only: rows = T - logitsFrom; a head slice: [rows, V_k] */
   logits: Float32Array | null;
   rows: number;
+  /** a head slice's vocabulary rows [lo, hi) (an array, not a tuple: outputs cross Durable Object RPC) */
+  vocab?: number[];
+  /** the new K/V entries of the producers in StageSpec.kvOut */
+  kv?: Record<number, KvEntries>;
 }
 
 /**
@@ -49,7 +73,7 @@ export class StageRunner {
   async run(state: HymbaState, input: StageInput, logitsFrom: number): Promise<StageOutput> {
     const T = this.inputLength(input);
     if (T < 1 || T > this.maxRunTokens) throw new Error(`a stage run takes 1 to ${this.maxRunTokens} tokens, not ${T}`);
-    const from = this.stage.spec.head ? logitsFrom : 0;
+    const from = givesLogits(this.stage.spec) ? logitsFrom : 0;
     if (!(Number.isInteger(from) && from >= 0 && from < T))
       throw new Error(`logitsFrom ${logitsFrom} is outside [0, ${T})`);
     return (await this.runSessions([{ state, input }], T, from))[0]!;
@@ -73,7 +97,7 @@ export class StageRunner {
     const feeds = this.feeds(items, T, logitsFrom);
     const out = await exclusive(() => this.stage.graph.session.run(feeds));
     const results = items.map((it, k) => ({
-      layers: this.layersFrom(out, items, k, T),
+      layers: [...this.layersFrom(out, items, k, T), ...this.mirrorsFrom(items, k, T)],
       output: this.outputOf(out, items.length, k, T - logitsFrom),
     }));
     // commit only now, all at once: everything above may throw
@@ -87,10 +111,10 @@ export class StageRunner {
   private inputLength(input: StageInput): number {
     const { spec } = this.stage;
     if ('ids' in input) {
-      if (!spec.embed) throw new Error(`stage [${spec.first}, ${spec.last}) takes hidden rows, not token ids`);
+      if (!takesIds(spec)) throw new Error(`stage [${spec.first}, ${spec.last}) takes hidden rows, not token ids`);
       return input.ids.length;
     }
-    if (spec.embed) throw new Error(`stage [${spec.first}, ${spec.last}) takes token ids, not hidden rows`);
+    if (takesIds(spec)) throw new Error(`stage [${spec.first}, ${spec.last}) takes token ids, not hidden rows`);
     const { H } = this.model.dims;
     if (input.hidden.length % H !== 0)
       throw new Error(`hidden input of ${input.hidden.length} floats is not [T, ${H}]`);
@@ -103,24 +127,55 @@ export class StageRunner {
     const { spec } = this.stage;
     const B = items.length;
     const positions = items.map((it) => it.state.position);
-    const feeds: Record<string, OrtTensor> = { position: int64(positions, [B]) };
-    if (spec.head) feeds.logits_from = int64([logitsFrom], []);
+    // slices take no position (nor state)
+    const feeds: Record<string, OrtTensor> = spec.slice ? {} : { position: int64(positions, [B]) };
+    if (givesLogits(spec)) feeds.logits_from = int64([logitsFrom], []);
     // inputLength() has checked that every input is of the stage's kind
-    if (spec.embed) {
+    if (takesIds(spec)) {
       const ids = items.flatMap((it) => ('ids' in it.input ? it.input.ids : []));
       feeds.input_ids = int64(ids, [B, T]);
     } else {
       const rows = stack(items.map((it) => ('hidden' in it.input ? it.input.hidden : EMPTY)));
       feeds.hidden_in = float32(rows, [B, T, d.H]);
     }
-    for (let i = spec.first; i < spec.last; i++) {
+    for (const i of mixerLayers(spec)) {
       const layers = items.map(({ state }) => layerOf(state, i));
       const n = stateNames(i);
       feeds[n.conv] = float32(stack(layers.map((l) => l.conv)), [B, d.dConv - 1, d.dIn]);
       feeds[n.ssm] = float32(stack(layers.map((l) => l.ssm)), [B, d.dIn, d.dState]);
       if (d.layers[i]!.kv.kind === 'producer') Object.assign(feeds, this.kvFeeds(i, items, layers));
     }
+    for (const p of spec.kvIn ?? []) {
+      const layers = items.map(({ state }) => layerOf(state, p));
+      Object.assign(feeds, this.kvFeeds(p, items, layers));
+      const fresh = items.map((it) => mirrorInput(d, it.input, p, T));
+      const n = mirrorNames(p);
+      feeds[n.key] = float32(stack(fresh.map((e) => e.key)), [B, d.kvHeads, T, d.dqk]);
+      feeds[n.value] = float32(stack(fresh.map((e) => e.value)), [B, d.kvHeads, T, d.dv]);
+    }
     return feeds;
+  }
+
+  /** Session k's mirror entries after the run: its copy of each mirrored cache with the producer's new entries. */
+  private mirrorsFrom(items: Item[], k: number, T: number): [number, LayerState][] {
+    const d = this.model.dims;
+    const { state, input } = items[k]!;
+    return (this.stage.spec.kvIn ?? []).map((p) => {
+      const prev = layerOf(state, p);
+      const fresh = mirrorInput(d, input, p, T);
+      const cache = (past: Float32Array, entries: Float32Array, width: number): Float32Array =>
+        appendEntries(d, p, state.position, past, entries, 0, T, width);
+      return [
+        p,
+        {
+          conv: EMPTY,
+          ssm: EMPTY,
+          key: cache(prev.key!, fresh.key, d.dqk),
+          value: cache(prev.value!, fresh.value, d.dv),
+          kvLen: kvEntries(d, p, state.position + T),
+        },
+      ];
+    });
   }
 
   /** A producer's caches, right-padded to the longest; each must hold what its position implies. */
@@ -150,7 +205,7 @@ export class StageRunner {
     const { state } = items[k]!;
     const part = (t: Float32Array): Float32Array => (B === 1 ? t : sessionPart(t, B, k));
     const layers: [number, LayerState][] = [];
-    for (let i = this.stage.spec.first; i < this.stage.spec.last; i++) {
+    for (const i of mixerLayers(this.stage.spec)) {
       const n = stateNames(i);
       const conv = part(outputData(out, `${n.conv}_out`));
       const ssm = part(outputData(out, `${n.ssm}_out`));
@@ -176,14 +231,34 @@ export class StageRunner {
   }
 
   private outputOf(out: Record<string, OrtTensor>, B: number, k: number, rows: number): StageOutput {
+    const { spec } = this.stage;
     const part = (t: Float32Array): Float32Array => (B === 1 ? t : sessionPart(t, B, k));
-    if (this.stage.spec.head) return { hidden: null, logits: part(outputData(out, 'logits')), rows };
-    return { hidden: part(outputData(out, 'hidden_out')), logits: null, rows };
+    const result: StageOutput = givesLogits(spec)
+      ? { hidden: null, logits: part(outputData(out, 'logits')), rows }
+      : { hidden: part(outputData(out, 'hidden_out')), logits: null, rows };
+    if (spec.slice?.kind === 'head') result.vocab = sliceRange(this.model.dims.V, spec.slice.part, spec.slice.parts);
+    if (spec.kvOut?.length) {
+      result.kv = {};
+      for (const p of spec.kvOut) {
+        const n = stateNames(p);
+        result.kv[p] = { key: part(outputData(out, `${n.key}_out`)), value: part(outputData(out, `${n.value}_out`)) };
+      }
+    }
+    return result;
   }
 }
 
 type Item = { state: HymbaState; input: StageInput };
 const EMPTY = new Float32Array(0);
+
+/** A mirrored producer's new entries in a session's input, checked against [kv_heads, T, d]. */
+function mirrorInput(d: HymbaDims, input: StageInput, p: number, T: number): KvEntries {
+  const e = input.kv?.[p];
+  if (!e) throw new Error(`the input lacks the new K/V entries of mirrored producer ${p}`);
+  if (e.key.length !== d.kvHeads * T * d.dqk || e.value.length !== d.kvHeads * T * d.dv)
+    throw new Error(`the new K/V entries of producer ${p} are not [${d.kvHeads}, ${T}, d]`);
+  return e;
+}
 
 function layerOf(state: HymbaState, i: number): LayerState {
   const l = state.layers[i];

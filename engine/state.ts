@@ -2,12 +2,15 @@
 // The layout is typed data derived from the config; the binary snapshot format is defined here too.
 
 import type { HymbaDims } from './config.js';
+import { mixerLayers, type StageSpec } from './onnx/hymba-graph.js';
 import { crc32 } from './crc32.js';
 import { f16ToF32, f32ToF16 } from './dtype.js';
 
 export interface LayerState {
-  conv: Float32Array; // [d_conv-1, d_in]: the last inputs u of the causal conv
-  ssm: Float32Array; // [d_in, N]
+  /** [d_conv-1, d_in]: the last inputs u of the causal conv; empty in a mirror entry */
+  conv: Float32Array;
+  /** [d_in, N]; empty in a mirror entry */
+  ssm: Float32Array;
   /** producers only: [kv_heads, kvLen, dqk] and [kv_heads, kvLen, dv]; meta entries first */
   key: Float32Array | null;
   value: Float32Array | null;
@@ -37,6 +40,43 @@ export function emptyState(d: HymbaDims, first = 0, last = d.L): HymbaState {
     };
   }
   return { position: 0, layers };
+}
+
+/**
+ * A mirror entry: a stage's own copy of a producer's K/V cache (StageSpec.kvIn), without conv/SSM state
+ * (those stay with the producer's mixer). It always equals the producer's entry's key/value.
+ */
+export const isMirror = (l: LayerState): boolean => l.conv.length === 0 && l.key !== null;
+
+/** The mirror entry of a producer's entry (arrays shared: states replace arrays, never mutate them). */
+export function mirrorOf(l: LayerState): LayerState {
+  if (!l.key || !l.value) throw new Error('only a KV producer can be mirrored');
+  return { conv: EMPTY, ssm: EMPTY, key: l.key, value: l.value, kvLen: l.kvLen };
+}
+const EMPTY = new Float32Array(0);
+
+/**
+ * Stage `spec`'s share of a whole-model state: the entries of the layers whose mixer it holds, and mirror
+ * entries of the producers it mirrors (kvIn). A stage's meta-prefix state is this of the full prefix state.
+ */
+export function stageState(d: HymbaDims, spec: StageSpec, full: HymbaState): HymbaState {
+  const layers: (LayerState | undefined)[] = new Array(d.L);
+  for (const i of mixerLayers(spec)) {
+    const l = full.layers[i];
+    if (!l || isMirror(l)) throw new Error(`the state has no layer ${i}`);
+    layers[i] = l;
+  }
+  for (const p of spec.kvIn ?? []) {
+    const l = full.layers[p];
+    if (!l) throw new Error(`the state has no layer ${p} to mirror`);
+    layers[p] = mirrorOf(l);
+  }
+  return { position: full.position, layers };
+}
+
+/** A stage's state before any token (position 0): its mixers' layers and its mirrors. */
+export function emptyStageState(d: HymbaDims, spec: StageSpec): HymbaState {
+  return stageState(d, spec, emptyState(d));
 }
 
 export function cloneState(s: HymbaState): HymbaState {
@@ -116,7 +156,8 @@ interface SnapshotHeader {
   position: number;
   kvDtype: 'f32' | 'f16';
   dims: { dIn: number; dState: number; dConv: number; kvHeads: number; dqk: number; dv: number };
-  layers: { index: number; kvLen: number }[];
+  /** kvOnly: a mirror entry (K/V, no conv/SSM); absent in older snapshots */
+  layers: { index: number; kvLen: number; kvOnly?: true }[];
 }
 
 const shapeOf = (d: HymbaDims): SnapshotHeader['dims'] => ({
@@ -140,7 +181,9 @@ export function serializeState(
     position: s.position,
     kvDtype,
     dims: shapeOf(d),
-    layers: present.map(({ index, l }) => ({ index, kvLen: l.kvLen })),
+    layers: present.map(({ index, l }) =>
+      isMirror(l) ? { index, kvLen: l.kvLen, kvOnly: true } : { index, kvLen: l.kvLen },
+    ),
   };
   const headerBytes = new TextEncoder().encode(JSON.stringify(header));
   const parts: Uint8Array[] = [];
@@ -195,16 +238,17 @@ export function deserializeState(d: HymbaDims, bytes: Uint8Array, fingerprint: s
     o += align4(n);
     return dtype === 'f32' ? new Float32Array(copy.buffer) : f16ToF32(new Uint16Array(copy.buffer));
   };
-  for (const { index, kvLen } of header.layers) {
+  for (const { index, kvLen, kvOnly } of header.layers) {
     if (!(index >= 0 && index < d.L)) throw new StateFormatError(`layer ${index} is outside the model`);
     const producer = isProducer(d, index);
     if (producer && kvLen !== kvEntries(d, index, header.position))
       throw new StateFormatError(
         `layer ${index} holds ${kvLen} K/V entries, expected ${kvEntries(d, index, header.position)}`,
       );
+    if (kvOnly && !producer) throw new StateFormatError(`layer ${index} is no KV producer and cannot be mirrored`);
     state.layers[index] = {
-      conv: take((d.dConv - 1) * d.dIn, 'f32'),
-      ssm: take(d.dIn * d.dState, 'f32'),
+      conv: kvOnly ? new Float32Array(0) : take((d.dConv - 1) * d.dIn, 'f32'),
+      ssm: kvOnly ? new Float32Array(0) : take(d.dIn * d.dState, 'f32'),
       key: producer ? take(d.kvHeads * kvLen * d.dqk, header.kvDtype) : null,
       value: producer ? take(d.kvHeads * kvLen * d.dv, header.kvDtype) : null,
       kvLen: producer ? kvLen : 0,

@@ -46,6 +46,9 @@ export function layerTensorShapes(dims: HymbaDims, i: number): [string, number[]
   ];
 }
 
+/** Whether a tensor of layer i's belongs to its MLP block (the rest of the layer is its mixer block). */
+export const isMlpTensor = (name: string): boolean => name.includes('.pre_moe_layernorm.') || name.includes('.moe.');
+
 /** Tensors outside the layers. `lm_head.weight` is tied to the embedding and optional in the file. */
 export function globalTensorShapes(dims: HymbaDims): [string, number[]][] {
   const shapes: [string, number[]][] = [

@@ -7,9 +7,16 @@
 //          per layer i: conv.i [B, d_conv-1, d_in], ssm.i [B, d_in, N];
 //          per producer: key.i [B, kv, S, dqk], value.i [B, kv, S, dv], S = the longest session's entry count;
 //          session b's first kvEntries(position_b) entries are real, the rest right padding (masked out).
+//          per mirrored producer p (kvIn): key.p / value.p as above (the stage's own copy of p's cache) and
+//          key.p_new [B, kv, T, dqk], value.p_new [B, kv, T, dv]: the new entries p's stage output in this run.
 // Outputs: logits [B * (T - logits_from), V] or hidden_out [B, T, H]; the same state names with "_out", except
 //          that K/V outputs hold only the T new entries, [B, kv, T, d] (rotated keys, values): the caller
 //          appends them and trims sliding caches (the graph would copy the whole cache once more to do it).
+//
+// A stage covers a range of sublayer units: unit 2i is layer i's mixer block (attention + SSM heads and the
+// residual around them), unit 2i+1 its MLP block. A slice stage holds one share of one block instead (MLP
+// intermediate columns, vocabulary rows of the embedding or of the head); its siblings run on the same input
+// and the caller combines their outputs (engine/steps.ts). Slices take no position and no state.
 //
 // The trunk stays 2-D, rows R = B*T (norms, matmuls, MLP, head work row by row); only the sequential parts
 // (RoPE positions, causal conv, scan, attention and the K/V update) see the [B, T, ...] layout.
@@ -19,7 +26,7 @@
 
 import type { HymbaDims, ModelConfig } from '../config.js';
 import { ropeInvFreq } from '../config.js';
-import { quantizeInt8, quantizeQ4, type ModelDtype } from '../quantize.js';
+import { quantizeInt8, quantizeQ4, requantizeQ4ToInt8, type ModelDtype } from '../quantize.js';
 import { layerPrefix, weight, type Tensor, type WeightMap } from '../weights.js';
 import { GraphBuilder, TO_END, type WeightDtype } from './builder.js';
 import { DataType } from './proto.js';
@@ -33,12 +40,56 @@ import {
   type QuantExec,
 } from './quantized.js';
 
+/** One share of one block, run in parallel with its sibling parts on the same input (part k of `parts`). */
+export type SliceSpec =
+  /** input hidden x [T, H]; output down_k(silu(gate_k n) * up_k n), n = RMSNorm(x), intermediate columns sliceRange(I); the caller adds x + the sum */
+  | { kind: 'mlp'; layer: number; part: number; parts: number }
+  /** input ids; output rows [T, H] for ids in its vocabulary rows sliceRange(V) (part 0 also the meta tokens), zeros otherwise; the caller sums */
+  | { kind: 'embed'; part: number; parts: number }
+  /** input hidden; output final norm + logits of its vocabulary rows [rows, V_k]; the caller concatenates along V */
+  | { kind: 'head'; part: number; parts: number };
+
 export interface StageSpec {
-  first: number; // first layer (inclusive)
-  last: number; // last layer (exclusive)
+  first: number; // first layer touched (inclusive)
+  last: number; // last layer touched (exclusive)
   embed: boolean; // embedding + meta tokens in front
   head: boolean; // final norm + tied lm_head behind
+  /** sublayer units [from, to): 2i = layer i's mixer block, 2i+1 its MLP block; absent: [2*first, 2*last) */
+  units?: { from: number; to: number };
+  /** the stage is one slice of one block and holds nothing else (embed/head false, no units) */
+  slice?: SliceSpec;
+  /** producers whose K/V this stage mirrors: a consumer's mixer is here, the producer's is not */
+  kvIn?: number[];
+  /** producers whose mixer is here and whose new K/V entries a later stage mirrors */
+  kvOut?: number[];
 }
+
+/** Part k of n of a range of `size` rows: [floor(k*size/n), floor((k+1)*size/n)). */
+export const sliceRange = (size: number, part: number, parts: number): [number, number] => [
+  Math.floor((part * size) / parts),
+  Math.floor(((part + 1) * size) / parts),
+];
+
+/** The sublayer units a (non-slice) stage runs. */
+export const stageUnits = (s: StageSpec): { from: number; to: number } =>
+  s.units ?? { from: 2 * s.first, to: 2 * s.last };
+
+/** Layers whose mixer block (and so whose conv/SSM state and, for producers, K/V cache) the stage holds. */
+export function mixerLayers(s: StageSpec): number[] {
+  if (s.slice) return [];
+  const { from, to } = stageUnits(s);
+  const out: number[] = [];
+  for (let i = Math.ceil(from / 2); 2 * i < to; i++) out.push(i);
+  return out;
+}
+
+/** Whether a stage takes token ids (the embedding or an embedding slice) rather than hidden rows. */
+export const takesIds = (s: StageSpec): boolean => s.embed || s.slice?.kind === 'embed';
+/** Whether a stage returns logits (the head or a head slice). */
+export const givesLogits = (s: StageSpec): boolean => s.head || s.slice?.kind === 'head';
+
+/** Names of a mirrored producer's new entries, as graph inputs. */
+export const mirrorNames = (p: number) => ({ key: `key.${p}_new`, value: `value.${p}_new` });
 
 export interface GraphOptions {
   /**
@@ -93,17 +144,54 @@ function toBT(b: GraphBuilder, ctx: RunContext, x: string, rest: number[]): stri
 }
 
 export function checkStage(dims: HymbaDims, s: StageSpec): void {
+  if (s.slice) return checkSlice(dims, s, s.slice);
   if (s.first < 0 || s.last > dims.L || s.first >= s.last) throw new Error(`stage [${s.first}, ${s.last}) is empty`);
-  for (let i = s.first; i < s.last; i++) {
+  const { from, to } = stageUnits(s);
+  if (!(Number.isInteger(from) && Number.isInteger(to) && from >= 0 && to <= 2 * dims.L && from < to))
+    throw new Error(`units [${from}, ${to}) are not a sublayer range of ${dims.L} layers`);
+  if (Math.floor(from / 2) !== s.first || Math.ceil(to / 2) !== s.last)
+    throw new Error(
+      `units [${from}, ${to}) touch layers [${Math.floor(from / 2)}, ${Math.ceil(to / 2)}), not [${s.first}, ${s.last})`,
+    );
+  const mixers = new Set(mixerLayers(s));
+  const kvIn = s.kvIn ?? [];
+  const read = new Set<number>();
+  for (const i of mixers) {
     const kv = dims.layers[i]!.kv;
-    if (kv.kind === 'consumer' && kv.producer < s.first)
-      throw new Error(`stage [${s.first}, ${s.last}) splits layer ${i} from its KV producer ${kv.producer}`);
+    if (kv.kind !== 'consumer') continue;
+    read.add(kv.producer);
+    if (!mixers.has(kv.producer) && !kvIn.includes(kv.producer))
+      throw new Error(
+        `stage [${s.first}, ${s.last}) splits layer ${i} from its KV producer ${kv.producer} (not in kvIn)`,
+      );
+  }
+  for (const p of kvIn)
+    if (dims.layers[p]?.kv.kind !== 'producer' || mixers.has(p) || !read.has(p))
+      throw new Error(`kvIn ${p}: not a KV producer outside the stage that a consumer in it reads`);
+  for (const p of s.kvOut ?? [])
+    if (dims.layers[p]?.kv.kind !== 'producer' || !mixers.has(p))
+      throw new Error(`kvOut ${p}: not a KV producer whose mixer is in the stage`);
+}
+
+function checkSlice(dims: HymbaDims, s: StageSpec, slice: SliceSpec): void {
+  const { part, parts } = slice;
+  const size = slice.kind === 'mlp' ? dims.I : dims.V;
+  if (!(Number.isInteger(parts) && parts >= 1 && parts <= size && Number.isInteger(part) && part >= 0 && part < parts))
+    throw new Error(`slice part ${part} of ${parts} is invalid`);
+  if (s.embed || s.head || s.units || s.kvIn?.length || s.kvOut?.length)
+    throw new Error('a slice stage holds nothing but its slice');
+  if (slice.kind === 'mlp') {
+    if (!(Number.isInteger(slice.layer) && slice.layer >= 0 && slice.layer < dims.L))
+      throw new Error(`MLP slice of layer ${slice.layer} is outside the model`);
+    if (s.first !== slice.layer || s.last !== slice.layer + 1)
+      throw new Error(`MLP slice of layer ${slice.layer} must have first ${slice.layer}, last ${slice.layer + 1}`);
   }
 }
 
 export function buildStageGraph(model: ModelConfig, w: WeightMap, stage: StageSpec, opts: GraphOptions): GraphBuilder {
   const { dims } = model;
   checkStage(dims, stage);
+  if (stage.slice) return sliceGraph(dims, w, stage.slice, opts);
   const b = new GraphBuilder();
   const position = b.input('position', ['B'], DataType.INT64);
   // the batch's input as rows [R, H], R = B*T
@@ -111,11 +199,49 @@ export function buildStageGraph(model: ModelConfig, w: WeightMap, stage: StageSp
     ? b.input('input_ids', ['B', 'T'], DataType.INT64)
     : b.input('hidden_in', ['B', 'T', dims.H]);
   const ctx = runContext(b, dims, b.dim(input, 0), b.dim(input, 1), position);
+  for (const p of stage.kvIn ?? []) b.within(`mirror${p}`, () => mirrorKv(b, dims, p, ctx));
   let x = stage.embed ? embed(b, dims, w, b.reshape(input, [-1]), opts) : b.reshape(input, [-1, dims.H]);
-  for (let i = stage.first; i < stage.last; i++)
-    x = b.within(`layer${i}`, () => hymbaLayer(b, dims, w, i, x, ctx, opts));
+  const { from, to } = stageUnits(stage);
+  for (let u = from; u < to; u++) {
+    const i = u >> 1;
+    x = b.within(`layer${i}`, () =>
+      u % 2 === 0 ? mixerBlock(b, dims, w, i, x, ctx, opts) : b.within('mlp', () => mlpBlock(b, dims, w, i, x, opts)),
+    );
+  }
   if (stage.head) b.output(lmHead(b, dims, w, x, ctx, opts), 'logits', ['R', dims.V]);
   else b.output(toBT(b, ctx, x, [dims.H]), 'hidden_out', ['B', 'T', dims.H]);
+  return b;
+}
+
+/** A slice stage: one share of an MLP block, of the embedding or of the head; no position, no state. */
+function sliceGraph(d: HymbaDims, w: WeightMap, slice: SliceSpec, opts: GraphOptions): GraphBuilder {
+  const b = new GraphBuilder();
+  switch (slice.kind) {
+    case 'mlp': {
+      const input = b.input('hidden_in', ['B', 'T', d.H]);
+      const x = b.reshape(input, [-1, d.H]);
+      const cols = sliceRange(d.I, slice.part, slice.parts);
+      const y = b.within(`layer${slice.layer}`, () =>
+        b.within('mlp', () => mlpBranch(b, d, w, slice.layer, x, opts, cols)),
+      );
+      b.output(b.op('Reshape', [y, b.op('Shape', [input])]), 'hidden_out', ['B', 'T', d.H]);
+      break;
+    }
+    case 'embed': {
+      const input = b.input('input_ids', ['B', 'T'], DataType.INT64);
+      const rows = sliceRange(d.V, slice.part, slice.parts);
+      const x = embedSlice(b, d, w, b.reshape(input, [-1]), opts, rows, slice.part === 0);
+      const shape = b.concat([b.op('Shape', [input]), b.ints([d.H])], 0);
+      b.output(b.op('Reshape', [x, shape]), 'hidden_out', ['B', 'T', d.H]);
+      break;
+    }
+    case 'head': {
+      const input = b.input('hidden_in', ['B', 'T', d.H]);
+      const rows = sliceRange(d.V, slice.part, slice.parts);
+      b.output(headRows(b, d, w, input, opts, rows), 'logits', ['R', rows[1] - rows[0]]);
+      break;
+    }
+  }
   return b;
 }
 
@@ -134,25 +260,40 @@ function quantizedTable(
   d: HymbaDims,
   w: WeightMap,
   dtype: 'int8' | 'q4',
+  rows: [number, number] = [0, d.V],
 ): { codes: string; scales: string } {
+  // one scale per vocabulary row (q4: per row and block of H): quantising rows [lo, hi) alone is exact
   return b.once(`table:${TABLE}`, () => {
-    const t = weight(w, TABLE);
+    const t = tableRows(w, d, rows);
+    const n = rows[1] - rows[0];
     return dtype === 'int8'
-      ? int8Initializers(b, TABLE, quantizeInt8(t.data, d.V, d.H))
-      : q4ToInt8(b, TABLE, quantizeQ4(t.data, d.V, d.H));
+      ? int8Initializers(b, TABLE, quantizeInt8(t, n, d.H))
+      : q4ToInt8(b, TABLE, quantizeQ4(t, n, d.H));
   });
 }
 
-/** The token table's lookup: ids [R] (all < V) -> rows [R, H]. Its weights are created here, once. */
-function tokenTable(b: GraphBuilder, d: HymbaDims, w: WeightMap, opts: GraphOptions): (ids: string) => string {
+/** Rows [lo, hi) of the tied table [V, H] (the whole table: the stored array itself). */
+function tableRows(w: WeightMap, d: HymbaDims, [lo, hi]: [number, number]): Float32Array {
+  const t = weight(w, TABLE).data;
+  return lo === 0 && hi === d.V ? t : t.subarray(lo * d.H, hi * d.H);
+}
+
+/** The token table's lookup: ids [R] (all in [lo, hi)) -> rows [R, H]. Its weights are created here, once. */
+function tokenTable(
+  b: GraphBuilder,
+  d: HymbaDims,
+  w: WeightMap,
+  opts: GraphOptions,
+  rows: [number, number] = [0, d.V],
+): (ids: string) => string {
   if (opts.dtype === 'int8' || opts.dtype === 'q4') {
-    const { codes, scales } = quantizedTable(b, d, w, opts.dtype);
+    const { codes, scales } = quantizedTable(b, d, w, opts.dtype, rows);
     return (ids) => {
       const cols = b.cast(b.op('Gather', [codes, ids], { axis: 1 }), DataType.FLOAT); // [H, R]
       return b.mul(b.transpose(cols, [1, 0]), b.unsqueeze(b.op('Gather', [scales, ids], { axis: 0 }), [1]));
     };
   }
-  const table = b.weight(TABLE, [d.V, d.H], weight(w, TABLE).data, opts.dtype);
+  const table = b.weight(TABLE, [rows[1] - rows[0], d.H], tableRows(w, d, rows), opts.dtype);
   return (ids) => b.op('Gather', [table, ids], { axis: 0 });
 }
 
@@ -168,6 +309,38 @@ function embed(b: GraphBuilder, d: HymbaDims, w: WeightMap, ids: string, opts: G
   const tokenRow = lookup(b.op('Where', [isMeta, zero, ids])); // [R, H]
   const metaRow = b.op('Gather', [meta, b.op('Where', [isMeta, b.sub(ids, V), zero])], { axis: 0 }); // [R, H]
   return b.op('Where', [b.unsqueeze(isMeta, [1]), metaRow, tokenRow]);
+}
+
+/**
+ * Vocabulary rows [lo, hi) of the embedding: ids [R] -> rows [R, H], zeros for ids outside; with `meta`,
+ * ids >= V select meta rows as in embed(). Each id is owned by exactly one part, so the parts sum exactly.
+ */
+function embedSlice(
+  b: GraphBuilder,
+  d: HymbaDims,
+  w: WeightMap,
+  ids: string,
+  opts: GraphOptions,
+  [lo, hi]: [number, number],
+  meta: boolean,
+): string {
+  const lookup = tokenTable(b, d, w, opts, [lo, hi]);
+  const zero = b.ints([0], true);
+  const owned = b.op('And', [
+    b.op('GreaterOrEqual', [ids, b.ints([lo], true)]),
+    b.op('Less', [ids, b.ints([hi], true)]),
+  ]); // [R]
+  const local = b.op('Where', [owned, b.sub(ids, b.ints([lo], true)), zero]);
+  let rows = b.op('Where', [b.unsqueeze(owned, [1]), lookup(local), b.float(0)]); // [R, H]
+  if (meta && d.M > 0) {
+    const metaData = weight(w, 'model.memory_tokens').data;
+    const table = b.weight('model.memory_tokens', [d.M, d.H], metaData, floatDtype(opts.dtype));
+    const V = b.ints([d.V], true);
+    const isMeta = b.op('GreaterOrEqual', [ids, V]);
+    const metaRow = b.op('Gather', [table, b.op('Where', [isMeta, b.sub(ids, V), zero])], { axis: 0 });
+    rows = b.op('Where', [b.unsqueeze(isMeta, [1]), metaRow, rows]);
+  }
+  return rows;
 }
 
 /** Positions of the new tokens and their RoPE tables (angles in fp32, as the reference computes them). */
@@ -205,8 +378,12 @@ function vector(b: GraphBuilder, w: WeightMap, name: string): string {
   return b.weight(name, t.dims, t.data, 'f32'); // norms, biases, D stay fp32
 }
 
-/** One Hymba layer: attention heads and SSM heads in parallel on the same input, then the MLP. */
-function hymbaLayer(
+/**
+ * A Hymba layer's first residual block, its mixer: attention heads and SSM heads in parallel on the same
+ * normalised input, their outputs normalised, averaged and projected back onto the residual stream.
+ * (The second block is the MLP, mlpBlock.)
+ */
+function mixerBlock(
   b: GraphBuilder,
   d: HymbaDims,
   w: WeightMap,
@@ -227,8 +404,7 @@ function hymbaLayer(
   const kvOf = role.kv.kind === 'producer' ? i : role.kv.producer;
   const attn = b.within('attention', () => attentionBranch(b, d, q, ctx.kv.get(kvOf)!, ctx)); // [R, d_in]
   const m = b.within('ssm', () => ssmBranch(b, d, w, i, u, z, ctx, opts)); // [R, d_in]
-  x = b.within('fuse', () => fuse(b, d, w, i, x, attn, m, opts));
-  return b.within('mlp', () => mlp(b, d, w, i, x, opts));
+  return b.within('fuse', () => fuse(b, d, w, i, x, attn, m, opts));
 }
 
 /** Rotate-half RoPE over the full head width: x*cos + rotate_half(x)*sin, x [B, T, heads, dqk]. */
@@ -255,12 +431,29 @@ function kvCountBefore(b: GraphBuilder, d: HymbaDims, ctx: RunContext, global: b
  */
 function updateKv(b: GraphBuilder, d: HymbaDims, i: number, kNew: string, vNew: string, ctx: RunContext): void {
   const names = stateNames(i);
-  const pastK = b.input(names.key, ['B', d.kvHeads, `S${i}`, d.dqk]);
-  const pastV = b.input(names.value, ['B', d.kvHeads, `S${i}`, d.dv]);
   const k = b.transpose(rope(b, d, toBT(b, ctx, kNew, [d.kvHeads, d.dqk]), ctx), [0, 2, 1, 3]); // [B, kv, T, dqk]
   const v = b.transpose(toBT(b, ctx, vNew, [d.kvHeads, d.dv]), [0, 2, 1, 3]); // [B, kv, T, dv]
   b.output(k, `${names.key}_out`, ['B', d.kvHeads, 'T', d.dqk]);
   b.output(v, `${names.value}_out`, ['B', d.kvHeads, 'T', d.dv]);
+  attachKv(b, d, i, k, v, ctx);
+}
+
+/**
+ * A mirrored producer p: its new entries come in as inputs (exactly what p's stage output), the stage's own
+ * copy of p's cache as the usual past K/V; its consumers here attend over them as if p were here.
+ */
+function mirrorKv(b: GraphBuilder, d: HymbaDims, p: number, ctx: RunContext): void {
+  const names = mirrorNames(p);
+  const k = b.input(names.key, ['B', d.kvHeads, 'T', d.dqk]);
+  const v = b.input(names.value, ['B', d.kvHeads, 'T', d.dv]);
+  attachKv(b, d, p, k, v, ctx);
+}
+
+/** Producer i's K/V for this run: its past cache (input key.i/value.i) with the new entries appended. */
+function attachKv(b: GraphBuilder, d: HymbaDims, i: number, k: string, v: string, ctx: RunContext): void {
+  const names = stateNames(i);
+  const pastK = b.input(names.key, ['B', d.kvHeads, `S${i}`, d.dqk]);
+  const pastV = b.input(names.value, ['B', d.kvHeads, `S${i}`, d.dv]);
   const key = b.concat([pastK, k], 2); // [B, kv, S+T, dqk]
   const value = b.concat([pastV, v], 2); // [B, kv, S+T, dv]
   const global = d.layers[i]!.attention === 'global';
@@ -488,19 +681,65 @@ function fuse(
   return b.add(x, linear(b, w, `${p}out_proj.weight`, avg, opts));
 }
 
-/** Gated MLP: x + down(SiLU(gate n) * up n), gate and up fused into one matmul. */
-function mlp(b: GraphBuilder, d: HymbaDims, w: WeightMap, i: number, x: string, opts: GraphOptions): string {
+/** A Hymba layer's second residual block, the gated MLP: x + down(SiLU(gate n) * up n), n = RMSNorm(x). */
+function mlpBlock(b: GraphBuilder, d: HymbaDims, w: WeightMap, i: number, x: string, opts: GraphOptions): string {
+  return b.add(x, mlpBranch(b, d, w, i, x, opts, [0, d.I]));
+}
+
+/**
+ * down_k(SiLU(gate_k n) * up_k n) over intermediate columns [lo, hi) (all of them: the MLP without its
+ * residual), gate and up fused into one matmul. gate/up rows and int8/q4 scales are per intermediate column,
+ * so slicing them is exact; down_proj's scales are per output row over all I inputs, so a down slice is
+ * quantised whole first, then its columns taken.
+ */
+function mlpBranch(
+  b: GraphBuilder,
+  d: HymbaDims,
+  w: WeightMap,
+  i: number,
+  x: string,
+  opts: GraphOptions,
+  [lo, hi]: [number, number],
+): string {
   const p = layerPrefix(i);
   const n = rmsNorm(b, x, vector(b, w, `${p}pre_moe_layernorm.weight`), d.eps);
   const gate = weight(w, `${p}moe.experts.0.gate_proj.weight`);
   const up = weight(w, `${p}moe.experts.0.up_proj.weight`);
-  const both = new Float32Array(2 * d.I * d.H);
-  both.set(gate.data, 0);
-  both.set(up.data, d.I * d.H);
-  const gateUp = { dims: [2 * d.I, d.H], data: both };
+  const Ik = hi - lo;
+  const both = new Float32Array(2 * Ik * d.H);
+  both.set(gate.data.subarray(lo * d.H, hi * d.H), 0);
+  both.set(up.data.subarray(lo * d.H, hi * d.H), Ik * d.H);
+  const gateUp = { dims: [2 * Ik, d.H], data: both };
   const fusedName = `${p}moe.experts.0.gate_up_proj.weight`;
-  const [g, u] = b.split(linearOf(b, fusedName, gateUp, n, opts), 1, [d.I, d.I]) as [string, string];
-  return b.add(x, linear(b, w, `${p}moe.experts.0.down_proj.weight`, b.mul(b.silu(g), u), opts));
+  const [g, u] = b.split(linearOf(b, fusedName, gateUp, n, opts), 1, [Ik, Ik]) as [string, string];
+  const hidden = b.mul(b.silu(g), u); // [R, Ik]
+  const downName = `${p}moe.experts.0.down_proj.weight`;
+  if (lo === 0 && hi === d.I) return linear(b, w, downName, hidden, opts);
+  return downSlice(b, d, weight(w, downName), downName, hidden, opts, [lo, hi]);
+}
+
+/** Columns [lo, hi) of down_proj [H, I] applied to x [R, hi - lo]. */
+function downSlice(
+  b: GraphBuilder,
+  d: HymbaDims,
+  t: Tensor,
+  name: string,
+  x: string,
+  opts: GraphOptions,
+  [lo, hi]: [number, number],
+): string {
+  const Ik = hi - lo;
+  if (opts.dtype === 'int8' || opts.dtype === 'q4') {
+    // the unsliced stage's execution form: int8 per output row (q4 requantised whole, as on load), then columns
+    const whole =
+      opts.dtype === 'int8' ? quantizeInt8(t.data, d.H, d.I) : requantizeQ4ToInt8(quantizeQ4(t.data, d.H, d.I));
+    const data = new Int8Array(d.H * Ik);
+    for (let r = 0; r < d.H; r++) data.set(whole.data.subarray(r * d.I + lo, r * d.I + hi), r * Ik);
+    return int8Linear(b, name, { rows: d.H, cols: Ik, data, scales: whole.scales }, x, quantExec(opts).int8);
+  }
+  const cols = new Float32Array(d.H * Ik);
+  for (let r = 0; r < d.H; r++) cols.set(t.data.subarray(r * d.I + lo, r * d.I + hi), r * Ik);
+  return linearOf(b, name, { dims: [d.H, Ik], data: cols }, x, opts);
 }
 
 /**
@@ -508,13 +747,25 @@ function mlp(b: GraphBuilder, d: HymbaDims, w: WeightMap, i: number, x: string, 
  * without a copy of E; int8/q4 models multiply by the int8 table E^T [H, V] that the embedding gathers from.
  */
 function lmHead(b: GraphBuilder, d: HymbaDims, w: WeightMap, x: string, ctx: RunContext, opts: GraphOptions): string {
+  return headRows(b, d, w, toBT(b, ctx, x, [d.H]), opts, [0, d.V]);
+}
+
+/** The head over hidden [B, T, H] for vocabulary rows [lo, hi) of the tied table: logits [R', hi - lo]. */
+function headRows(
+  b: GraphBuilder,
+  d: HymbaDims,
+  w: WeightMap,
+  hidden: string,
+  opts: GraphOptions,
+  vocab: [number, number],
+): string {
   const from = b.input('logits_from', [], DataType.INT64);
-  const wanted = b.slice(toBT(b, ctx, x, [d.H]), 1, b.unsqueeze(from, [0]), TO_END); // [B, T - from, H]
+  const wanted = b.slice(hidden, 1, b.unsqueeze(from, [0]), TO_END); // [B, T - from, H]
   const rows = rmsNorm(b, b.reshape(wanted, [-1, d.H]), vector(b, w, 'model.final_layernorm.weight'), d.eps);
   if (opts.dtype === 'int8' || opts.dtype === 'q4') {
-    const { codes, scales } = quantizedTable(b, d, w, opts.dtype);
+    const { codes, scales } = quantizedTable(b, d, w, opts.dtype, vocab);
     return int8MatMul(b, rows, codes, scales, quantExec(opts).int8);
   }
-  const E = b.weight(TABLE, [d.V, d.H], weight(w, TABLE).data, opts.dtype);
+  const E = b.weight(TABLE, [vocab[1] - vocab[0], d.H], tableRows(w, d, vocab), opts.dtype);
   return b.op('Gemm', [rows, E], { transB: 1 });
 }

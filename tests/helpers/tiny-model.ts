@@ -1,17 +1,22 @@
 // Test fixtures: a tiny Hymba checkpoint written in the Hugging Face layout, converted, and its fp32 weights.
 
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadWeights, openCheckpoint } from '../../engine/checkpoint.js';
-import type { ModelConfig } from '../../engine/config.js';
+import { loadConfig, type ModelConfig } from '../../engine/config.js';
 import { HymbaEngine } from '../../engine/model.js';
 import type { WeightMap } from '../../engine/weights.js';
 import { convertDir, dirModelSource } from '../../infra/model-dir.js';
 import { dirCheckpointSource } from '../../infra/node-files.js';
 import { makeTestModel } from '../../infra/test-model/make-test-model.js';
 import type { ConfigValue, PresetName } from '../../infra/test-model/presets.js';
-import { mkdir, writeFile } from 'node:fs/promises';
+import type { StageOption } from '../../engine/convert.js';
+import { MANIFEST_FILE, parseManifest, stageSpecOf, type Manifest } from '../../engine/manifest.js';
+import { expandQ4Graph } from '../../engine/onnx/q4-expand.js';
+import { HymbaRunner, type Stage } from '../../engine/runner.js';
+import { loadGraph } from '../../engine/runtime/ort.js';
+import { deserializeState, emptyState, type HymbaState } from '../../engine/state.js';
 
 export interface TestModel {
   root: string;
@@ -94,4 +99,71 @@ export function tokenSequence(n: number, V: number, seed = 1): number[] {
     ids.push(3 + (x % (V - 3)));
   }
   return ids;
+}
+
+export interface StagedModel {
+  root: string;
+  convertedDir: string;
+  manifest: Manifest;
+  model: ModelConfig;
+  /** every stage with its full StageSpec (units, slices, mirrors) as the manifest gives it */
+  runner: HymbaRunner;
+  /** the whole model's state after the meta tokens */
+  prefix: HymbaState;
+  weights: WeightMap;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * Write a checkpoint and convert it with a stage plan that may use units, slices and mirrors; load every
+ * stage with its full spec from the manifest (independent of HymbaEngine's loader).
+ */
+export async function makeStagedModel(opts: {
+  stages: StageOption[];
+  dtype?: 'f32' | 'f16' | 'int8' | 'q4';
+  seed?: number;
+  maxRunTokens?: number;
+}): Promise<StagedModel> {
+  const root = await mkdtemp(join(tmpdir(), 'hymba-staged-'));
+  const hfDir = join(root, 'hf');
+  const convertedDir = join(root, 'converted');
+  await makeTestModel(hfDir, { preset: 'tiny', seed: opts.seed ?? 7 });
+  await mkdir(convertedDir, { recursive: true });
+  const dtype = opts.dtype ?? 'f32';
+  await convertDir(
+    hfDir,
+    { dtype, stages: opts.stages, ...(opts.maxRunTokens ? { maxRunTokens: opts.maxRunTokens } : {}) },
+    (name, bytes) => writeFile(join(convertedDir, name), bytes),
+  );
+  const manifest = parseManifest(await readFile(join(convertedDir, MANIFEST_FILE), 'utf8'));
+  const model = loadConfig(manifest.config);
+  const stages: Stage[] = [];
+  for (const e of manifest.stages) {
+    const bytes = new Uint8Array(await readFile(join(convertedDir, e.graph)));
+    stages.push({ spec: stageSpecOf(e), graph: await loadGraph(dtype === 'q4' ? expandQ4Graph(bytes) : bytes) });
+  }
+  const runner = new HymbaRunner(model, stages, manifest.maxRunTokens);
+  const prefix = manifest.prefixState
+    ? deserializeState(
+        model.dims,
+        new Uint8Array(await readFile(join(convertedDir, manifest.prefixState))),
+        manifest.fingerprint,
+      )
+    : emptyState(model.dims);
+  const ckpt = await openCheckpoint(dirCheckpointSource(hfDir));
+  const weights = await loadWeights(ckpt);
+  await ckpt.close();
+  return {
+    root,
+    convertedDir,
+    manifest,
+    model,
+    runner,
+    prefix,
+    weights,
+    cleanup: async () => {
+      for (const s of stages) await s.graph.session.release();
+      await rm(root, { recursive: true, force: true });
+    },
+  };
 }

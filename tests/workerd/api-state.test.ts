@@ -39,6 +39,9 @@ function expectTurn(reply: ChatReply, k: number): void {
 /** cached_tokens of turn k: 0 on the first, else the whole conversation before turn k's user message. */
 const cachedOf = (k: number): number => (k === 0 ? 0 : conversation()[k]!.previousConversationTokens);
 
+/** The stage the fault and corruption tests pick: layers 2-3, with its mirror of layer 1's K/V (global-setup.ts). */
+const MIRROR_STAGE = 5;
+
 const stubOf = (id: string) => env.SESSIONS.get(env.SESSIONS.idFromString(id));
 
 /** The session's snapshot ids, oldest first. */
@@ -157,7 +160,7 @@ describe('snapshots that cannot be used', () => {
    * object so no stage still holds them in memory; returns the chunks changed.
    */
   async function corrupt(id: string, snapshotIds?: number[]): Promise<number> {
-    const changed = await runInDurableObject(stageStub(1), (_instance, state) => {
+    const changed = await runInDurableObject(stageStub(MIRROR_STAGE), (_instance, state) => {
       const sql = state.storage.sql;
       const rows = sql
         .exec<{ id: number; seq: number; data: ArrayBuffer }>(
@@ -293,7 +296,7 @@ describe('stages', () => {
       const { id } = await converse(1);
       const before = await readSession(id);
       const committed = await snapshotIdsOf(id);
-      await runInDurableObject(stageStub(1), (instance: StageDO) => {
+      await runInDurableObject(stageStub(MIRROR_STAGE), (instance: StageDO) => {
         if (fault === 'run')
           instance.failRunNumber = instance.runCalls + 3; // during the reply's decode
         else instance.failPersist = true;
@@ -301,7 +304,7 @@ describe('stages', () => {
       const res = await postMessage(id, USER_TURNS[1]!, { max_tokens: MAX_TOKENS });
       const err = await expectError(res, 500, 'internal_error');
       expect(err.message).not.toMatch(/injected/); // internals stay inside
-      await runInDurableObject(stageStub(1), (instance: StageDO) => {
+      await runInDurableObject(stageStub(MIRROR_STAGE), (instance: StageDO) => {
         instance.failRunNumber = null;
         instance.failPersist = false;
       });
