@@ -46,7 +46,7 @@ const PlanRecord = z.object({
   stages: z.array(
     z.object({
       first: z.number().int().nonnegative(),
-      last: z.number().int().positive(),
+      last: z.number().int().nonnegative(),
       /** ORT baseline + weights as loaded + activation peak + hot sessions' state */
       estimatedBytes: z.number().int().nonnegative(),
       /** fp32 state of the stage's layers for one session at contextTokens */

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { loadConfig } from '../../engine/config.js';
 import { HymbaEngine } from '../../engine/model.js';
-import { fullKvTransformerBytes, stateBytes } from '../../engine/state.js';
+import { cloneState, fullKvTransformerBytes, stateBytes } from '../../engine/state.js';
 import { convertDir, dirModelSource } from '../model-dir.js';
 import { initNodeOrt } from '../node-ort.js';
 import { makeTestModel } from '../test-model/make-test-model.js';
@@ -44,6 +44,18 @@ async function benchTiny(): Promise<void> {
       for (let i = 0; i < 16; i++) await engine.runner.forward(state, [500 + i], 'last');
     });
     record('tinyDecode', 'tiny: decode 16 tokens (context 128+)', decode, 16, 'tok/s');
+    // continuous batching: B sessions decoded together, one run per step
+    for (const B of [1, 4, 16]) {
+      const states = Array.from({ length: B }, () => cloneState(state));
+      const batched = await time(async () => {
+        for (let i = 0; i < 16; i++) {
+          const ids = states.map((_, k) => 600 + i + k);
+          await engine.runner.forwardBatch(states, ids);
+        }
+      });
+      const what = `tiny: decode 16 steps of ${B} session${B > 1 ? 's' : ''} batched`;
+      record(`tinyDecodeBatch${B}`, what, batched, 16 * B, 'tok/s');
+    }
     await engine.release();
   } finally {
     await rm(root, { recursive: true, force: true });
@@ -96,6 +108,9 @@ export async function runEngineBench(argv: string[]): Promise<void> {
   const jsonAt = argv.indexOf('--json');
   const only = argv.includes('--engine') ? 'engine' : argv.includes('--sessions') ? 'sessions' : 'all';
   initNodeOrt();
+  // `--stages`: only the distributed-stages part (infra/bench/stages-bench.ts), which writes its own --json
+  const { runStagesBench } = await import('./stages-bench.js');
+  if (argv.includes('--stages')) return void (await runStagesBench(argv));
   if (only !== 'sessions') {
     await benchTiny();
     await benchLayerSuite(rows, results);
@@ -103,6 +118,7 @@ export async function runEngineBench(argv: string[]): Promise<void> {
     print();
   }
   if (only !== 'engine') await runSessionBench(results);
+  if (only === 'all') results.stages = await runStagesBench([]);
   if (jsonAt >= 0 && argv[jsonAt + 1])
     await writeFile(
       argv[jsonAt + 1]!,

@@ -1,5 +1,6 @@
-// `hymba convert <hf_dir> <out_dir> [--dtype f32|f16|int8|q4] [--budget-mb N [--context N] [--sessions N]]`:
-// with a budget, the stages come from the planner (one graph per stage) and the manifest records the plan.
+// `hymba convert <hf_dir> <out_dir> [--dtype f32|f16|int8|q4] [--budget-mb N [--context N] [--sessions N]
+// [--max-run-tokens T]]`: with a budget, the stages (whole layers, or mixer / MLP blocks, slices and K/V
+// mirrors) and the run length come from the planner, one graph per stage, and the manifest records the plan.
 
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -47,17 +48,19 @@ export async function runConvert(argv: string[]): Promise<void> {
   if (values['budget-mb'] !== undefined) {
     const info = await readModelDir(hfDir);
     if (info.manifest) throw new CliError(`${hfDir} is already converted; convert its Hugging Face checkpoint`);
-    plan = planStages(info.model.dims, planOptions(values, dtype));
-    process.stdout.write(formatPlan(plan, info.model.dims, `plan for ${hfDir}`) + '\n\n');
+    const opts = planOptions(values, dtype);
+    plan = planStages(info.model.dims, opts);
+    process.stdout.write(formatPlan(plan, info.model.dims, `plan for ${hfDir}`, opts) + '\n\n');
     // nothing is written when a stage cannot fit: the problems say what would have to be split
     if (!plan.fits)
       throw new Error(`the model does not fit a ${plan.budgetMb} MB budget at ${dtype}: ${plan.problems[0]}`);
   }
-  const stages = plan?.stages.map(({ first, last }) => ({ first, last }));
   const recorded = plan ? manifestPlan(plan) : null;
+  // the planned stage specs and the run length the activation estimate assumed
+  const opts = { dtype, ...(plan ? { stages: plan.specs, maxRunTokens: plan.runTokens } : {}) };
   await mkdir(outDir, { recursive: true });
   const written: string[] = [];
-  await convertDir(hfDir, { dtype, ...(stages ? { stages } : {}) }, async (name, bytes) => {
+  await convertDir(hfDir, opts, async (name, bytes) => {
     const out = name === MANIFEST_FILE && recorded ? withPlan(bytes, recorded) : bytes;
     await writeFile(join(outDir, name), out);
     written.push(`${name} (${out.length} bytes)`);

@@ -23,12 +23,12 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
 
 const USAGE = `usage: hymba <command> [options]
   make-test-model <dir> --preset tiny|hymba-125m|hymba-350m|hymba-1.5b [--layers N] [--seed S]
-  convert <hf_dir> <out_dir> [--dtype f32|f16|int8|q4] [--budget-mb N [--context N] [--sessions N]]
-  plan <model_dir> [--budget-mb 128] [--dtype f32|f16|int8|q4] [--context N] [--sessions N] [--json] [--measure]
+  convert <hf_dir> <out_dir> [--dtype f32|f16|int8|q4] [--budget-mb N [--context N] [--sessions N] [--max-run-tokens T]]
+  plan <model_dir> [--budget-mb 128] [--dtype f32|f16|int8|q4] [--context N] [--sessions N] [--max-run-tokens T] [--json] [--measure]
   upload <converted_dir> [--local [--persist-to DIR] | --remote] [--bucket hymba-models] [--prefix models/<fingerprint>/]
   logits <model_dir> --ids 1,2,3
   generate <model_dir> (--ids 1,2,3 | --prompt "text") --max-tokens N [--temperature T] [--seed S]
-  bench [--json <file>]
+  bench [--engine | --sessions | --stages] [--json <file>]
   dev [--model <dir>] [--port 8787]     (npm start)`;
 
 async function main(argv: string[]): Promise<void> {

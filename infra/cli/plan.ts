@@ -1,6 +1,7 @@
-// `hymba plan <model_dir> [--budget-mb 128] [--dtype f32|f16|int8|q4] [--context N] [--sessions N] [--json] [--measure]`:
-// the stage plan of a model from its config alone; --measure converts the planned stages and loads each in a
-// fresh process to compare the estimate with what ORT really holds.
+// `hymba plan <model_dir> [--budget-mb 128] [--dtype f32|f16|int8|q4] [--context N] [--sessions N]
+// [--max-run-tokens T] [--json] [--measure]`: the stage plan of a model from its config alone (whole layers
+// when they fit, else mixer / MLP blocks, slices and K/V mirrors); --measure converts the planned stages and
+// loads each in a fresh process to compare the estimate with what ORT really holds.
 
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,8 +9,10 @@ import { join } from 'node:path';
 import type { HymbaDims } from '../../engine/config.js';
 import {
   estimateStages,
+  maxContextThatFits,
   MB,
   planStages,
+  RUN_TOKEN_CHOICES,
   RUN_STATE_COPIES,
   stageLabel,
   type ModelPlan,
@@ -25,11 +28,12 @@ export const PLAN_FLAGS = {
   dtype: { type: 'string' },
   context: { type: 'string' },
   sessions: { type: 'string', default: '1' },
+  'max-run-tokens': { type: 'string' },
 } as const;
 
 /** The planner's options from the shared flags (also used by `hymba convert --budget-mb`). */
 export function planOptions(
-  values: { 'budget-mb'?: string; dtype?: string; context?: string; sessions?: string },
+  values: { 'budget-mb'?: string; dtype?: string; context?: string; sessions?: string; 'max-run-tokens'?: string },
   fallbackDtype: ModelDtype,
 ): PlanOptions {
   const dtype = values.dtype ?? fallbackDtype;
@@ -38,11 +42,13 @@ export function planOptions(
   if (budgetMb !== undefined && budgetMb <= 0) throw new CliError('--budget-mb must be positive');
   const context = intFlag(values.context, 'context', 1);
   const sessions = intFlag(values.sessions, 'sessions', 0);
+  const runTokens = intFlag(values['max-run-tokens'], 'max-run-tokens', 1);
   return {
     dtype,
     ...(budgetMb !== undefined ? { budgetMb } : {}),
     ...(context !== undefined ? { contextTokens: context } : {}),
     ...(sessions !== undefined ? { hotSessions: sessions } : {}),
+    ...(runTokens !== undefined ? { runTokens } : {}),
   };
 }
 
@@ -51,16 +57,17 @@ const mb = (bytes: number, digits = 1): string => (bytes / MB).toFixed(digits);
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   const line = (r: string[]): string =>
-    r.map((cell, c) => (c < 2 || c === r.length - 1 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
+    r.map((cell, c) => (c < 3 || c === r.length - 1 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
   return rows.map((r) => line(r).trimEnd()).join('\n');
 }
 
 /** The plan as a readable table, the totals and the problems. */
-export function formatPlan(plan: ModelPlan, d: HymbaDims, title: string): string {
+export function formatPlan(plan: ModelPlan, d: HymbaDims, title: string, opts?: PlanOptions): string {
   const contexts = plan.stages[0]!.sessionsThatFit.map((f) => f.context);
   const header = [
     'stage',
-    'layers',
+    'step',
+    'holds',
     'weight MB',
     'est. ORT MB',
     'state MB/session',
@@ -70,17 +77,19 @@ export function formatPlan(plan: ModelPlan, d: HymbaDims, title: string): string
   ];
   const rows = plan.stages.map((s, k) => [
     String(k),
+    String(s.step),
     stageLabel(s),
     mb(s.weightBytes),
     mb(s.ortBytes),
     mb(s.stateBytesPerSession, 2),
     mb(s.estimatedBytes),
-    s.sessionsThatFit.map((f) => String(f.sessions)).join('/'),
+    s.sessionsThatFit.map((f) => (f.sessions === null ? '-' : String(f.sessions))).join('/'),
     s.overBudget ? 'OVER BUDGET' : '',
   ]);
   const t = plan.totals;
   rows.push([
     'total',
+    '',
     `${d.L} layers`,
     mb(t.weightBytes),
     '',
@@ -89,23 +98,37 @@ export function formatPlan(plan: ModelPlan, d: HymbaDims, title: string): string
     '',
     '',
   ]);
+  const what =
+    plan.granularity === 'layers'
+      ? 'whole layers'
+      : 'sub-layer units (mixer / MLP blocks, vocabulary and MLP slices in parallel, K/V mirrors)';
   const lines = [
     `${title}: ${plan.stages.length} stage(s) at ${plan.dtype}, budget ${plan.budgetMb} MB per isolate, ` +
       `state of ${plan.hotSessions} session(s) at ${plan.contextTokens} tokens per stage`,
+    `${what}; per token ${plan.steps} sequential step(s), ${plan.hops} stage call(s); ` +
+      `runs of up to ${plan.runTokens} tokens (maxRunTokens)`,
     `estimate = ${mb(plan.baselineBytes)} MB ORT baseline + ${plan.factor} x weight bytes as run` +
-      `${plan.dtype === 'q4' ? ' (q4 runs as int8)' : ''} + ${mb(plan.activationBytes)} MB activation peak` +
+      `${plan.dtype === 'q4' ? ' (q4 runs as int8)' : ''} + activation peak (${mb(plan.activationBytes)} MB with a mixer)` +
       ` + (${RUN_STATE_COPIES} in a run + ${plan.hotSessions} kept) x one session's state (fp32)`,
     '',
     table([header, ...rows]),
   ];
-  if (plan.problems.length > 0)
+  if (plan.problems.length > 0) {
     lines.push(
       '',
       'over budget:',
       ...plan.problems.map((p) => `  ${p}`),
-      `  (every stage would fit from --budget-mb ${plan.minBudgetMb}, the largest unit with what rides along)`,
+      `  (every stage would fit from --budget-mb ${plan.minBudgetMb} at these run tokens and context)`,
     );
-  else lines.push('', `every stage fits the ${plan.budgetMb} MB budget`);
+    if (opts) {
+      const context = maxContextThatFits(d, opts);
+      lines.push(
+        context > 0
+          ? `  (at ${plan.budgetMb} MB every stage fits up to --context ${context})`
+          : `  (at ${plan.budgetMb} MB no context fits, even with runs of ${RUN_TOKEN_CHOICES.at(-1)} tokens)`,
+      );
+    }
+  } else lines.push('', `every stage fits the ${plan.budgetMb} MB budget`);
   return lines.join('\n');
 }
 
@@ -117,8 +140,8 @@ async function stagesToMeasure(
   if (info.manifest) return { dir: info.dir, cleanup: async () => undefined };
   const dir = await mkdtemp(join(tmpdir(), 'hymba-plan-'));
   process.stderr.write(`[hymba plan] converting ${plan.stages.length} stage(s) to ${dir} to measure them...\n`);
-  const stages = plan.stages.map(({ first, last }) => ({ first, last }));
-  await convertDir(info.dir, { dtype: plan.dtype, stages }, (name, bytes) => writeFile(join(dir, name), bytes));
+  const opts = { dtype: plan.dtype, stages: plan.specs, maxRunTokens: plan.runTokens };
+  await convertDir(info.dir, opts, (name, bytes) => writeFile(join(dir, name), bytes));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
@@ -126,7 +149,7 @@ function formatMeasured(plan: ModelPlan, measured: StageMeasurement[]): string {
   const rows = [
     [
       'stage',
-      'layers',
+      'holds',
       'est. heap after load MB',
       'measured MB',
       'est. heap after runs MB',
@@ -136,13 +159,13 @@ function formatMeasured(plan: ModelPlan, measured: StageMeasurement[]): string {
   ];
   for (const m of measured) {
     const s = plan.stages[m.stage]!;
-    const load = s.ortBytes - plan.baselineBytes - plan.activationBytes;
+    const load = s.ortBytes - plan.baselineBytes - s.activationBytes;
     rows.push([
       String(m.stage),
       stageLabel(s),
       mb(load),
       mb(m.heapAfterLoad),
-      mb(load + plan.activationBytes + s.runStateBytes),
+      mb(load + s.activationBytes + s.runStateBytes),
       mb(m.heapAfterRuns),
       mb(m.rssAfterRuns),
     ]);
@@ -166,13 +189,17 @@ export async function runPlan(argv: string[]): Promise<void> {
   const info = await readModelDir(positionals[0]!);
   const { dims } = info.model;
   let plan: ModelPlan;
+  let opts: PlanOptions | undefined;
   if (info.manifest) {
     // a converted model is planned as it was converted: its dtype and its stages
     if (values.dtype !== undefined && values.dtype !== info.manifest.dtype)
       throw new CliError(`${info.dir} was converted at ${info.manifest.dtype}; --dtype ${values.dtype} does not apply`);
     const opts = { ...planOptions(values, info.manifest.dtype), runTokens: info.manifest.maxRunTokens };
     plan = estimateStages(dims, info.manifest.stages, opts);
-  } else plan = planStages(dims, planOptions(values, 'f32'));
+  } else {
+    opts = planOptions(values, 'f32');
+    plan = planStages(dims, opts);
+  }
   let measured: StageMeasurement[] | null = null;
   if (values.measure) {
     const { dir, cleanup } = await stagesToMeasure(info, plan);
@@ -190,5 +217,5 @@ export async function runPlan(argv: string[]): Promise<void> {
     return;
   }
   const title = `plan for ${info.dir}${info.manifest ? ' (converted)' : ''}`;
-  process.stdout.write(formatPlan(plan, dims, title) + (measured ? formatMeasured(plan, measured) : '') + '\n');
+  process.stdout.write(formatPlan(plan, dims, title, opts) + (measured ? formatMeasured(plan, measured) : '') + '\n');
 }

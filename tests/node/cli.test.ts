@@ -130,9 +130,25 @@ describe('hymba plan and convert --budget-mb', () => {
     await writeFile(join(cfgOnly, 'config.json'), pyJson(presetConfig('hymba-1.5b')));
     const r = await hymba('plan', cfgOnly, '--dtype', 'int8', '--budget-mb', '128');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/17 stage\(s\) at int8, budget 128 MB/);
-    expect(r.stdout).toMatch(/16-18 .* OVER BUDGET/);
-    expect(r.stdout).toMatch(/layers 16-18 \(one KV group\) need ~\d+ MB at int8: over the 128 MB budget/);
+    expect(r.stdout).toMatch(/68 stage\(s\) at int8, budget 128 MB/);
+    expect(r.stdout).toMatch(/per token 66 sequential step\(s\), 68 stage call\(s\); runs of up to 16 tokens/);
+    expect(r.stdout).toMatch(/\n2 +1 +0\.mixer .* OVER BUDGET/);
+    expect(r.stdout).toMatch(/the mixers of layers 0, 15, 31 need ~\d+ MB each at int8 .*: over the 128 MB budget/);
+    expect(r.stdout).toMatch(/every stage fits up to --context 14\d\d/);
+    // at 1K tokens of context it fits; --json carries the stage specs convert takes
+    const j = await hymba('plan', cfgOnly, '--dtype', 'int8', '--budget-mb', '128', '--context', '1024', '--json');
+    const plan = JSON.parse(j.stdout) as PlanJson & { specs: { units?: object; slice?: { kind: string } }[] };
+    expect(plan).toMatchObject({ fits: true, granularity: 'units', runTokens: 16, steps: 66, hops: 68 });
+    expect(plan.specs.map((s) => s.slice?.kind ?? 'units')).toEqual([
+      'embed',
+      'embed',
+      ...new Array<string>(64).fill('units'),
+      'head',
+      'head',
+    ]);
+    // and --max-run-tokens holds the run length
+    const t = await hymba('plan', cfgOnly, '--dtype', 'int8', '--context', '1024', '--max-run-tokens', '32', '--json');
+    expect(JSON.parse(t.stdout)).toMatchObject({ runTokens: 32, fits: false });
   });
 
   it('converts into the planned stages, records the plan, and generates as the one-stage model does', async () => {
@@ -148,6 +164,29 @@ describe('hymba plan and convert --budget-mb', () => {
     expect(manifest.plan!.stages.every((s) => s.estimatedBytes <= 80e6)).toBe(true);
     const args = ['--ids', '1,450,4996,338', '--max-tokens', '6', '--temperature', '0'];
     const [a, b] = [await hymba('generate', staged, ...args), await hymba('generate', converted, ...args)];
+    expect(a.code).toBe(0);
+    expect(a.stdout).toBe(b.stdout);
+  });
+
+  it('converts a sub-layer plan (vocabulary slices) and generates as the one-stage model does', async () => {
+    const staged = join(root, 'sliced');
+    const args = ['--budget-mb', '40', '--context', '1024', '--max-run-tokens', '64'];
+    const plan = JSON.parse((await hymba('plan', hf, ...args, '--json')).stdout) as PlanJson & {
+      specs: { slice?: { kind: string } }[];
+    };
+    expect(plan.fits).toBe(true);
+    expect(plan.specs.some((s) => s.slice?.kind === 'embed')).toBe(true);
+    const r = await hymba('convert', hf, staged, ...args);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const manifest = parseManifest(await readFile(join(staged, 'hymba-manifest.json'), 'utf8'));
+    expect(manifest.maxRunTokens).toBe(64);
+    expect(manifest.stages.map((s) => s.slice ?? s.units)).toEqual(
+      plan.specs.map((s) => (s as { slice?: object; units?: object }).slice ?? (s as { units?: object }).units),
+    );
+    expect(manifest.stages.map((s) => s.weightBytes)).toEqual(plan.stages.map((s) => s.weightBytes));
+    const gen = ['--ids', '1,450,4996,338', '--max-tokens', '6', '--temperature', '0'];
+    const [a, b] = [await hymba('generate', staged, ...gen), await hymba('generate', converted, ...gen)];
     expect(a.code).toBe(0);
     expect(a.stdout).toBe(b.stdout);
   });

@@ -2,10 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../engine/config.js';
 import {
   deserializeState,
+  emptyStageState,
   fullKvTransformerBytes,
+  isMirror,
   kvEntries,
   serializeState,
   stateBytes,
+  stageState,
   StateFormatError,
   type HymbaState,
 } from '../../engine/state.js';
@@ -79,6 +82,42 @@ describe('snapshot format', () => {
     magic[0] = 0x58;
     expect(() => deserializeState(tiny.model.dims, magic, fp())).toThrow(/bad magic/);
     expect(() => deserializeState(tiny.model.dims, bytes, 'another-model-fingerprint')).toThrow(/belongs to model/);
+  });
+});
+
+describe('stage states with mirrors', () => {
+  // tiny: KV group [1, 2, 3]; a stage with the mixers of layers 2 and 3 mirrors producer 1
+  const spec = { first: 2, last: 4, embed: false, head: false, units: { from: 4, to: 8 }, kvIn: [1] };
+
+  it('hold the mixer layers and K/V-only mirror entries, and round-trip through a snapshot', () => {
+    const { dims } = tiny.model;
+    const s = stageState(dims, spec, state);
+    expect(s.layers.flatMap((l, i) => (l ? [i] : []))).toEqual([1, 2, 3]);
+    expect(isMirror(s.layers[1]!)).toBe(true);
+    expect(isMirror(s.layers[2]!)).toBe(false);
+    expect(s.layers[1]!.key).toBe(state.layers[1]!.key);
+    const bytes = serializeState(dims, s, tiny.engine.fingerprint);
+    const back = deserializeState(dims, bytes, tiny.engine.fingerprint);
+    expect(back.layers[1]!.conv.length).toBe(0);
+    expect(back.layers[1]!.ssm.length).toBe(0);
+    expect(back.layers[1]!.key).toEqual(state.layers[1]!.key);
+    expect(back.layers[1]!.value).toEqual(state.layers[1]!.value);
+    expect(back.layers[1]!.kvLen).toBe(state.layers[1]!.kvLen);
+    expect(back.layers[3]!.ssm).toEqual(state.layers[3]!.ssm);
+    // a mirror costs its K/V only (and a header field, kvOnly)
+    const full = serializeState(dims, { position: s.position, layers: [undefined, state.layers[1]] }, 'x');
+    const mirrorOnly = serializeState(dims, { position: s.position, layers: [undefined, s.layers[1]] }, 'x');
+    const saved = 4 * (dims.dConv - 1 + dims.dState) * dims.dIn;
+    expect(full.length - mirrorOnly.length).toBeGreaterThan(saved - 32);
+    expect(full.length - mirrorOnly.length).toBeLessThanOrEqual(saved);
+  });
+
+  it('start empty for a fresh stage', () => {
+    const s = emptyStageState(tiny.model.dims, spec);
+    expect(s.position).toBe(0);
+    expect(isMirror(s.layers[1]!)).toBe(true);
+    expect(s.layers[1]!.kvLen).toBe(0);
+    expect(s.layers[0]).toBeUndefined();
   });
 });
 
