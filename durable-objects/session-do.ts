@@ -11,11 +11,11 @@ import type { StatePipeline } from '../engine/pipeline.js';
 import type { Env } from '../workers/env.js';
 import { r2ModelSource } from './r2-model-source.js';
 import type { ChatMessage } from '../engine/chat-template.js';
-import type { TurnEvent, TurnRequest } from './protocol.js';
+import type { ApiErrorBody, TurnEvent, TurnRequest } from './protocol.js';
 import { SessionStore, type SessionMeta, type StoredMessage, type TurnRecord } from './session-store.js';
 import type { StageLoadInfo } from './stage-do.js';
 import { StagePipeline, stageRoutes } from './stage-pipeline.js';
-import { prepareTurn, runTurn, TurnError } from './turn.js';
+import { detokenizeIds, prepareTurn, runTurn, tokenizeInput, TurnError, type TokenizeInput } from './turn.js';
 import type { LoadTiming } from './timed-source.js';
 
 /** How the model was loaded: the front here, each stage in its own object. */
@@ -193,6 +193,29 @@ export class SessionDO extends DurableObject<Env> {
       return { logits: out.logits, rows: out.rows, vocab: front.model.dims.V, forwardMs };
     } finally {
       await pipeline.close(open.cursor);
+    }
+  }
+
+  /** /tokenize: the ids a prompt becomes (as a turn tokenizes it) and the context length. */
+  async tokenize(input: TokenizeInput): Promise<{ tokens: number[]; maxModelLen: number } | { error: ApiErrorBody }> {
+    const front = await frontFor(this.env, this.prefix);
+    try {
+      const { dims } = front.model;
+      return { tokens: tokenizeInput(front, input), maxModelLen: dims.maxPositions - dims.M };
+    } catch (e) {
+      if (e instanceof TurnError) return { error: e.body };
+      throw e;
+    }
+  }
+
+  /** /detokenize: the text of token ids. */
+  async detokenize(ids: number[]): Promise<{ prompt: string } | { error: ApiErrorBody }> {
+    const front = await frontFor(this.env, this.prefix);
+    try {
+      return { prompt: detokenizeIds(front, ids) };
+    } catch (e) {
+      if (e instanceof TurnError) return { error: e.body };
+      throw e;
     }
   }
 

@@ -75,6 +75,34 @@ export function promptIds(engine: ModelFront, prompt: TurnPrompt): number[] {
   return ids;
 }
 
+/** What /tokenize asks for: text (BOS as the tokenizer adds it, unless addSpecial is false) or a chat. */
+export type TokenizeInput =
+  | { kind: 'text'; text: string; addSpecial: boolean }
+  | { kind: 'chat'; messages: ChatMessage[]; addGenerationPrompt: boolean };
+
+/** The ids a prompt becomes, exactly as a turn would tokenize it. */
+export function tokenizeInput(engine: ModelFront, input: TokenizeInput): number[] {
+  const tok = engine.tokenizer;
+  if (!tok) throw invalid('this model has no tokenizer', 'prompt');
+  if (input.kind === 'text')
+    return input.addSpecial ? encodeText(tok, input.text) : tok.encode(input.text, { addBos: false });
+  try {
+    return encodeConversation(tok, input.messages, undefined, input.addGenerationPrompt);
+  } catch (e) {
+    throw invalid(e instanceof Error ? e.message : String(e), 'messages');
+  }
+}
+
+/** Text of token ids (special tokens included, as vLLM's /detokenize). */
+export function detokenizeIds(engine: ModelFront, ids: number[]): string {
+  const tok = engine.tokenizer;
+  if (!tok) throw invalid('this model has no tokenizer', 'tokens');
+  const V = engine.model.dims.V;
+  const bad = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= V);
+  if (bad !== undefined) throw invalid(`token id ${bad} is outside the vocabulary [0, ${V})`, 'tokens');
+  return tok.decode(ids);
+}
+
 const isPrefix = (prefix: number[], ids: number[]): boolean =>
   prefix.length <= ids.length && prefix.every((id, i) => ids[i] === id);
 

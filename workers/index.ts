@@ -6,12 +6,20 @@ import { notFound, onError } from './api/errors.js';
 import { completions } from './routes/completions.js';
 import { models } from './routes/models.js';
 import { sessions } from './routes/sessions.js';
+import { tokenize } from './routes/tokenize.js';
 
 export { SessionDO } from '../durable-objects/session-do.js';
 export { StageDO } from '../durable-objects/stage-do.js';
 
 const app = new Hono<AppEnv>();
 
+/** Every response carries x-request-id: the client's own (when it is a sane token) or a fresh one, for logs. */
+app.use(async function requestId(c, next) {
+  const given = c.req.header('x-request-id');
+  const id = given && /^[\w.:-]{1,128}$/.test(given) ? given : crypto.randomUUID();
+  await next();
+  c.res.headers.set('x-request-id', id);
+});
 app.use(async function anonymous(c, next) {
   c.set('owner', null); // API keys come with the security work; until then every caller is the same owner
   await next();
@@ -19,6 +27,7 @@ app.use(async function anonymous(c, next) {
 app.route('/', models);
 app.route('/', completions);
 app.route('/', sessions);
+app.route('/', tokenize);
 app.onError(onError);
 app.notFound(notFound);
 

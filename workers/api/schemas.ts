@@ -245,6 +245,26 @@ export const SessionMessageRequestSchema = z.object({
 });
 
 /** POST /v1/sessions/:id/fork */
+/** POST /tokenize (vLLM's shape): a prompt, or messages rendered with the chat template. */
+export const TokenizeRequestSchema = z
+  .object({
+    model: z.string().nullish(),
+    prompt: z.string().nullish(),
+    messages: z.array(MessageSchema).min(1, { error: 'must contain at least one message' }).nullish(),
+    add_special_tokens: z.boolean().nullish(),
+    add_generation_prompt: z.boolean().nullish(),
+  })
+  .refine((b) => (b.prompt != null) !== (b.messages != null), {
+    error: 'give exactly one of prompt and messages',
+    path: ['prompt'],
+  });
+
+/** POST /detokenize: token ids back to text. */
+export const DetokenizeRequestSchema = z.object({
+  model: z.string().nullish(),
+  tokens: z.array(z.number().int().min(0)).max(1 << 20),
+});
+
 export const ForkSessionRequestSchema = z.object({ turn: z.number().int().min(0) });
 
 export type TextPart = z.output<typeof TextPartSchema>;
@@ -256,6 +276,7 @@ export type CompletionRequest = z.output<typeof CompletionRequestSchema>;
 export type CreateSessionRequest = z.output<typeof CreateSessionRequestSchema>;
 export type SessionMessageRequest = z.output<typeof SessionMessageRequestSchema>;
 export type ForkSessionRequest = z.output<typeof ForkSessionRequestSchema>;
+export type TokenizeRequest = z.output<typeof TokenizeRequestSchema>;
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);

@@ -13,7 +13,7 @@ import { defaultMaxTokens, modelId } from './models.js';
 
 export const completions = new Hono<AppEnv>();
 
-function checkModel(requested: string | null | undefined, served: string): void {
+export function checkModel(requested: string | null | undefined, served: string): void {
   if (requested != null && requested !== served)
     throw ApiError.notFound(
       `The model '${requested}' does not exist; this server serves '${served}'.`,
