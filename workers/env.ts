@@ -20,6 +20,8 @@ export interface Env {
   MODEL_STORE: R2Bucket;
   /** key prefix of the model in MODEL_STORE, ending with "/" */
   MODEL_PREFIX: string;
+  /** origins browsers may call from: "*" or a comma-separated list (unset: no CORS headers) */
+  CORS_ORIGINS?: string;
   /** the model id clients name (default "hymba") */
   MODEL_ID?: string;
   /** max_tokens when a request gives none (default 256) */

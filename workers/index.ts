@@ -1,6 +1,7 @@
 // The Worker: a Hono app over the session Durable Objects. Routes live in routes/, wire formats in api/.
 
 import { Hono } from 'hono';
+import { cors } from 'hono/cors';
 import type { AppEnv } from './app-env.js';
 import { notFound, onError } from './api/errors.js';
 import { completions } from './routes/completions.js';
@@ -19,6 +20,20 @@ app.use(async function requestId(c, next) {
   const id = given && /^[\w.:-]{1,128}$/.test(given) ? given : crypto.randomUUID();
   await next();
   c.res.headers.set('x-request-id', id);
+});
+/** CORS for browser clients: CORS_ORIGINS is "*" or a comma-separated list of origins; unset, none. */
+app.use(async function corsFromEnv(c, next) {
+  const allowed = (c.env.CORS_ORIGINS ?? '')
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean);
+  if (allowed.length === 0) return next();
+  return cors({
+    origin: allowed.includes('*') ? '*' : allowed,
+    allowHeaders: ['authorization', 'content-type', 'x-request-id'],
+    exposeHeaders: ['x-request-id', 'retry-after'],
+    maxAge: 600,
+  })(c, next);
 });
 app.use(async function anonymous(c, next) {
   c.set('owner', null); // API keys come with the security work; until then every caller is the same owner

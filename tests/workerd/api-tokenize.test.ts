@@ -73,3 +73,22 @@ describe('x-request-id', () => {
     expect(odd.headers.get('x-request-id')).not.toBe('bad id with spaces');
   });
 });
+
+describe('CORS', () => {
+  it('answers a browser preflight and marks responses for the configured origins (wrangler.toml: "*")', async () => {
+    const pre = await call('/v1/chat/completions', {
+      method: 'OPTIONS',
+      headers: {
+        origin: 'https://example.com',
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'content-type, authorization',
+      },
+    });
+    expect(pre.status).toBe(204);
+    expect(pre.headers.get('access-control-allow-origin')).toBe('*');
+    expect(pre.headers.get('access-control-allow-headers')).toMatch(/authorization/);
+    const res = await call('/v1/models', { headers: { origin: 'https://example.com' } });
+    expect(res.headers.get('access-control-allow-origin')).toBe('*');
+    expect(res.headers.get('access-control-expose-headers')).toMatch(/x-request-id/);
+  });
+});
