@@ -6,6 +6,7 @@ import type { AppEnv } from './app-env.js';
 import { notFound, onError } from './api/errors.js';
 import { completions } from './routes/completions.js';
 import { models } from './routes/models.js';
+import { openapi } from './routes/openapi.js';
 import { sessions } from './routes/sessions.js';
 import { tokenize } from './routes/tokenize.js';
 
@@ -43,6 +44,7 @@ app.route('/', models);
 app.route('/', completions);
 app.route('/', sessions);
 app.route('/', tokenize);
+app.route('/', openapi);
 app.onError(onError);
 app.notFound(notFound);
 

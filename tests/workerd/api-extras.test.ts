@@ -1,5 +1,5 @@
-// POST /tokenize and /detokenize give the ids a turn would process and the text of ids; every response
-// carries x-request-id.
+// The routes around the model API: /tokenize and /detokenize (the ids a turn would process, the text of ids),
+// x-request-id on every response, CORS, and the OpenAPI document built from the validating schemas.
 
 import { beforeAll, describe, expect, it } from 'vitest';
 import { call, expectError, expected, post, seedModel } from './api-helpers.js';
@@ -90,5 +90,41 @@ describe('CORS', () => {
     const res = await call('/v1/models', { headers: { origin: 'https://example.com' } });
     expect(res.headers.get('access-control-allow-origin')).toBe('*');
     expect(res.headers.get('access-control-expose-headers')).toMatch(/x-request-id/);
+  });
+});
+
+describe('GET /openapi.json', () => {
+  it('describes every route, with request bodies from the validating schemas', async () => {
+    const res = await call('/openapi.json');
+    expect(res.status).toBe(200);
+    const doc = (await res.json()) as {
+      openapi: string;
+      paths: Record<
+        string,
+        Record<
+          string,
+          {
+            requestBody?: {
+              content: Record<string, { schema: { properties?: Record<string, unknown>; required?: string[] } }>;
+            };
+          }
+        >
+      >;
+    };
+    expect(doc.openapi).toBe('3.1.0');
+    for (const path of [
+      '/v1/chat/completions',
+      '/v1/completions',
+      '/v1/sessions/{id}/messages',
+      '/tokenize',
+      '/detokenize',
+    ])
+      expect(doc.paths[path], path).toBeDefined();
+    const chat = doc.paths['/v1/chat/completions']!.post!.requestBody!.content['application/json']!.schema;
+    expect(chat.required).toContain('messages');
+    expect(Object.keys(chat.properties!)).toEqual(
+      expect.arrayContaining(['messages', 'temperature', 'max_tokens', 'stream']),
+    );
+    expect(doc.paths['/v1/sessions/{id}']!.delete).toBeDefined();
   });
 });
