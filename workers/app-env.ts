@@ -5,7 +5,7 @@ import type { Env } from './env.js';
 export interface AppEnv {
   Bindings: Env;
   Variables: {
-    /** the API key's owner id (hash); null while the server runs without keys */
+    /** the API key's name (API_KEYS); null while the server runs without keys */
     owner: string | null;
   };
 }

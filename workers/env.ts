@@ -2,6 +2,7 @@
 
 import type { SessionDO } from '../durable-objects/session-do.js';
 import type { StageDO } from '../durable-objects/stage-do.js';
+import type { RateLimitDO } from '../durable-objects/rate-limit-do.js';
 
 export interface Env {
   /** one SQLite-backed object per conversation */
@@ -20,6 +21,12 @@ export interface Env {
   MODEL_STORE: R2Bucket;
   /** key prefix of the model in MODEL_STORE, ending with "/" */
   MODEL_PREFIX: string;
+  /** per-API-key token buckets */
+  RATE_LIMITS: DurableObjectNamespace<RateLimitDO>;
+  /** secret: `name:sha256hex(key)` entries, comma-separated; unset: no authentication (development) */
+  API_KEYS?: string;
+  /** requests per minute per key (unset: unlimited) */
+  RATE_LIMIT_PER_MINUTE?: string;
   /** origins browsers may call from: "*" or a comma-separated list (unset: no CORS headers) */
   CORS_ORIGINS?: string;
   /** the model id clients name (default "hymba") */
@@ -37,7 +44,7 @@ declare global {
     // what `import { exports } from 'cloudflare:workers'` is typed as
     interface GlobalProps {
       mainModule: typeof import('./index.js');
-      durableNamespaces: 'SessionDO' | 'StageDO';
+      durableNamespaces: 'SessionDO' | 'StageDO' | 'RateLimitDO';
     }
   }
 }

@@ -4,6 +4,7 @@ import { Hono } from 'hono';
 import { cors } from 'hono/cors';
 import type { AppEnv } from './app-env.js';
 import { notFound, onError } from './api/errors.js';
+import { ownerOf, rateLimit } from './auth.js';
 import { completions } from './routes/completions.js';
 import { models } from './routes/models.js';
 import { openapi } from './routes/openapi.js';
@@ -12,6 +13,7 @@ import { tokenize } from './routes/tokenize.js';
 
 export { SessionDO } from '../durable-objects/session-do.js';
 export { StageDO } from '../durable-objects/stage-do.js';
+export { RateLimitDO } from '../durable-objects/rate-limit-do.js';
 
 const app = new Hono<AppEnv>();
 
@@ -36,8 +38,16 @@ app.use(async function corsFromEnv(c, next) {
     maxAge: 600,
   })(c, next);
 });
-app.use(async function anonymous(c, next) {
-  c.set('owner', null); // API keys come with the security work; until then every caller is the same owner
+/** Who is calling (API keys, when configured) and whether their rate budget allows it. */
+const PUBLIC = new Set(['/health', '/openapi.json']);
+app.use(async function authenticate(c, next) {
+  if (PUBLIC.has(c.req.path)) {
+    c.set('owner', null);
+    return next();
+  }
+  const owner = await ownerOf(c.env, c.req.header('authorization'));
+  await rateLimit(c.env, owner);
+  c.set('owner', owner);
   await next();
 });
 app.route('/', models);
