@@ -4,6 +4,7 @@
 // carries the calls. Prefill chunks are pipelined: chunk i+1 enters stage 0 while chunk i is in stage 1, each
 // stage taking a session's chunks in order.
 
+import { concatFloat32 } from '../engine/arrays.js';
 import { stageSpecOf } from '../engine/manifest.js';
 import type { ModelFront } from '../engine/model.js';
 import type { StageSpec } from '../engine/onnx/hymba-graph.js';
@@ -112,12 +113,7 @@ export class StagePipeline implements StatePipeline {
     if (failure) throw failure.reason;
     c.position += ids.length;
     const rows = settled.flatMap((r, ci) => (r.status === 'fulfilled' && chunks[ci]!.keep ? [r.value] : []));
-    const logits = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
-    let o = 0;
-    for (const r of rows) {
-      logits.set(r, o);
-      o += r.length;
-    }
+    const logits = concatFloat32(rows);
     return { logits, rows: logits.length / V };
   }
 

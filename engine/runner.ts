@@ -8,6 +8,7 @@
 // producer's cache, so each run hands the mirroring stage the producer's entry as it was before the chunk
 // (plus, with its input, the new entries the producer's stage just returned), and drops what it appends.
 
+import { concatFloat32 } from './arrays.js';
 import type { ModelConfig } from './config.js';
 import { mixerLayers, type StageSpec } from './onnx/hymba-graph.js';
 import type { LoadedGraph } from './runtime/ort.js';
@@ -135,14 +136,8 @@ export class HymbaRunner {
     }
     state.position = work.position;
     state.layers = work.layers;
-    const total = rows.reduce((n, r) => n + r.length, 0);
-    const logits = new Float32Array(total);
-    let o = 0;
-    for (const r of rows) {
-      logits.set(r, o);
-      o += r.length;
-    }
-    return { logits, rows: total / V };
+    const logits = concatFloat32(rows);
+    return { logits, rows: logits.length / V };
   }
 
   /** One run through every step, each passing its (combined) output to the next. */

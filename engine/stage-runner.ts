@@ -8,6 +8,7 @@
 // A stage that mirrors a producer (kvIn) gets the producer's new entries with its input and appends them to
 // its own copy of the cache (a mirror entry, state.ts) exactly as the producer's stage does.
 
+import { concatFloat32 } from './arrays.js';
 import type { HymbaDims, ModelConfig } from './config.js';
 import {
   DEFAULT_MAX_RUN_TOKENS,
@@ -282,14 +283,7 @@ function sessionPart(t: Float32Array, B: number, k: number): Float32Array {
 
 /** Equal-sized arrays one after another (one array: itself, no copy). */
 function stack(arrays: Float32Array[]): Float32Array {
-  if (arrays.length === 1) return arrays[0]!;
-  const out = new Float32Array(arrays.reduce((n, a) => n + a.length, 0));
-  let o = 0;
-  for (const a of arrays) {
-    out.set(a, o);
-    o += a.length;
-  }
-  return out;
+  return arrays.length === 1 ? arrays[0]! : concatFloat32(arrays);
 }
 
 /** Caches [heads, count_b, width] packed as [B, heads, S, width], each session's rows first, zeros after. */

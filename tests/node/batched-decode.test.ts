@@ -1,6 +1,7 @@
 // Continuous batching: several sessions at different positions decoded together, one token each in one ONNX run
 // per stage, give what each session gives decoded alone; and a model cut into stages runs as one does.
 
+import { concatFloat32 } from '../../engine/arrays.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HymbaRunner } from '../../engine/runner.js';
 import { StageRunner } from '../../engine/stage-runner.js';
@@ -229,13 +230,8 @@ describe('StageRunner', () => {
     await feed(ids.slice(0, 33));
     for (const id of ids.slice(33)) await feed([id]);
     const once = await f32.engine.runner.forward(f32.engine.newState(), ids, 'all');
-    const got = new Float32Array(once.logits.length);
-    let o = 0;
-    for (const r of rows) {
-      got.set(r, o);
-      o += r.length;
-    }
-    expect(o).toBe(once.logits.length);
+    const got = concatFloat32(rows);
+    expect(got.length).toBe(once.logits.length);
     expect(maxDiff(got, once.logits)).toBeLessThanOrEqual(1e-4);
     parts.forEach((p) => expect(p.position).toBe(f32.model.dims.M + ids.length));
   });

@@ -1,5 +1,6 @@
 // The ONNX engine computes Hymba as the float64 reference does, and continuing from a saved state is exact.
 
+import { concatFloat32 } from '../../engine/arrays.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referenceForward } from '../../engine/reference.js';
 import { deserializeState, serializeState, type HymbaState } from '../../engine/state.js';
@@ -67,7 +68,7 @@ describe('resumption is exact', () => {
       last = step.logits;
     }
     const once = await runner.forward(tiny.engine.newState(), [...ids, ...decoded], 'all');
-    return maxDiff(concat(rows), once.logits);
+    return maxDiff(concatFloat32(rows), once.logits);
   }
 
   // tiny: W = 16, M = 8; text position p sits at index M + p of the meta-prepended sequence
@@ -97,7 +98,7 @@ describe('resumption is exact', () => {
     const parts: Float32Array[] = [];
     for (let i = 0; i < ids.length; i += 7)
       parts.push((await tiny.engine.runner.forward(state, ids.slice(i, i + 7), 'all')).logits);
-    expect(maxDiff(concat(parts), once.logits)).toBeLessThanOrEqual(1e-4);
+    expect(maxDiff(concatFloat32(parts), once.logits)).toBeLessThanOrEqual(1e-4);
   });
 });
 
@@ -123,16 +124,6 @@ function argmax(row: ArrayLike<number>): number {
   return best;
 }
 
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
 describe('other model shapes', () => {
   const variants: [string, Record<string, ConfigValue>][] = [
     ['no meta tokens, no sliding window', { num_memory_tokens: 0, sliding_window: null }],
@@ -154,7 +145,7 @@ describe('other model shapes', () => {
         const state = t.engine.newState();
         const a = await t.engine.runner.forward(state, ids.slice(0, 11), 'all');
         const b = await t.engine.runner.forward(persist(t, state), ids.slice(11), 'all');
-        expect(maxDiff(concat([a.logits, b.logits]), once.logits)).toBeLessThanOrEqual(1e-4);
+        expect(maxDiff(concatFloat32([a.logits, b.logits]), once.logits)).toBeLessThanOrEqual(1e-4);
       } finally {
         await t.cleanup();
       }

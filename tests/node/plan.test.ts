@@ -2,6 +2,7 @@
 // MLP blocks, slices, K/V mirrors) when whole layers cannot fit, budgets, run tokens, over-budget units,
 // state and sessions-that-fit arithmetic, and the manifest's optional plan record.
 
+import { concatFloat32 } from '../../engine/arrays.js';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -541,13 +542,7 @@ describe('a planned sub-layer model runs as the unsliced one', () => {
         (await e.runner.forward(state, ids.slice(25, 33), 'all')).logits,
       ];
       for (let t = 33; t < ids.length; t++) rows.push((await e.runner.forward(state, [ids[t]!], 'all')).logits);
-      const out = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
-      let o = 0;
-      for (const r of rows) {
-        out.set(r, o);
-        o += r.length;
-      }
-      return out;
+      return concatFloat32(rows);
     };
     const [a, b] = [await run(sliced), await run(whole)];
     expect(a).toHaveLength(40 * wide.V);

@@ -1,6 +1,7 @@
 // Stages that hold part of a layer (sublayer units), one share of a block (MLP, embedding and head slices,
 // run side by side) and mirrors of another stage's K/V cache compute exactly what the unsliced model does.
 
+import { concatFloat32 } from '../../engine/arrays.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StageOption } from '../../engine/convert.js';
 import type { StageSpec } from '../../engine/onnx/hymba-graph.js';
@@ -27,16 +28,6 @@ const PLAN: StageOption[] = [
 const PLAN_NO_MLP_SLICES: StageOption[] = [...PLAN.slice(0, 3), { units: { from: 3, to: 4 } }, ...PLAN.slice(5)];
 const TOKENS = 40;
 const MAX_RUN = 16; // the sliced model's runs; a 25-token prefill takes two
-
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 // int8 (and q4, which runs as int8) MLP slices quantise their share of the down_proj input per row on their
 // own (MatMulIntegerToFloat with per-row activation scales), not with the whole row's scale, so they round the
@@ -120,7 +111,7 @@ describe.each([
       (await sliced.runner.forward(state, all.slice(25, 33), 'all')).logits,
     ];
     for (let t = 33; t < TOKENS; t++) rows.push((await sliced.runner.forward(state, [all[t]!], 'all')).logits);
-    check(concat(rows));
+    check(concatFloat32(rows));
   });
 
   it('runs stage by stage with per-stage states (mirrors included), resumed through snapshots', async () => {
@@ -146,7 +137,7 @@ describe.each([
       rows.push(await chunk([all[t]!]));
       if (t === 34) persist();
     }
-    check(concat(rows));
+    check(concatFloat32(rows));
     // the mirror holds exactly the producer's cache
     expect(maxDiff(states[mirror]!.layers[1]!.key!, states[owner]!.layers[1]!.key!)).toBe(0);
     expect(maxDiff(states[mirror]!.layers[1]!.value!, states[owner]!.layers[1]!.value!)).toBe(0);
