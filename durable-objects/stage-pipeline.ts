@@ -10,7 +10,7 @@ import type { ModelFront } from '../engine/model.js';
 import type { StageSpec } from '../engine/onnx/hymba-graph.js';
 import { pipelineSteps, runSteps, type Step } from '../engine/steps.js';
 import type { Cursor, OpenResult, StatePipeline } from '../engine/pipeline.js';
-import type { ForwardResult, LogitsWanted } from '../engine/runner.js';
+import { checkTextIds, InputError, type ForwardResult, type LogitsWanted } from '../engine/runner.js';
 import type { StageInput, StageOutput } from '../engine/stage-runner.js';
 import type { Env } from '../workers/env.js';
 import { replicaOf } from './replicas.js';
@@ -64,11 +64,9 @@ export class StagePipeline implements StatePipeline {
   }
 
   async forward(c: Cursor, ids: number[], want: LogitsWanted): Promise<ForwardResult> {
-    const { V, M } = this.front.model.dims;
-    if (ids.length === 0) throw new Error('no tokens to process');
-    if (c.position < M) throw new Error('the state has not processed the meta tokens yet');
-    const bad = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= V);
-    if (bad !== undefined) throw new Error(`token id ${bad} is outside [0, ${V})`);
+    const { V } = this.front.model.dims;
+    if (ids.length === 0) throw new InputError('no tokens to process');
+    checkTextIds(this.front.model.dims, c.position, ids);
     const size = this.front.manifest.maxRunTokens;
     const chunks: { ids: number[]; position: number; from: number; keep: boolean }[] = [];
     for (let start = 0; start < ids.length; start += size) {

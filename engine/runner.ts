@@ -9,7 +9,7 @@
 // (plus, with its input, the new entries the producer's stage just returned), and drops what it appends.
 
 import { concatFloat32 } from './arrays.js';
-import type { ModelConfig } from './config.js';
+import type { HymbaDims, ModelConfig } from './config.js';
 import { mixerLayers, type StageSpec } from './onnx/hymba-graph.js';
 import type { LoadedGraph } from './runtime/ort.js';
 import { StageRunner } from './stage-runner.js';
@@ -36,6 +36,14 @@ export class InputError extends Error {
     super(message);
     this.name = 'InputError';
   }
+}
+
+/** Text ids may only follow the meta tokens, and each must be in [0, V) (ids >= V name meta tokens). */
+export function checkTextIds(dims: HymbaDims, position: number, ids: readonly number[]): void {
+  const { V, M } = dims;
+  if (position < M) throw new InputError('the state has not processed the meta tokens yet');
+  for (const id of ids)
+    if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`token id ${id} is outside [0, ${V})`);
 }
 
 export class HymbaRunner {
@@ -114,10 +122,7 @@ export class HymbaRunner {
   }
 
   private checkText(state: HymbaState, ids: number[]): void {
-    const { V, M } = this.model.dims;
-    if (state.position < M) throw new InputError('the state has not processed the meta tokens yet');
-    for (const id of ids)
-      if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`token id ${id} is outside [0, ${V})`);
+    checkTextIds(this.model.dims, state.position, ids);
   }
 
   private async forwardRaw(state: HymbaState, ids: number[], want: LogitsWanted): Promise<ForwardResult> {
