@@ -79,7 +79,11 @@ function stageFor(env: Env, addr: StageAddress): Promise<Loaded> {
 }
 
 const stateBytes = (s: HymbaState): number =>
-  s.layers.reduce((n, l) => n + (l ? l.conv.byteLength + l.ssm.byteLength + (l.key?.byteLength ?? 0) * 2 : 0), 0);
+  s.layers.reduce(
+    (n, l) =>
+      n + (l ? l.conv.byteLength + l.ssm.byteLength + (l.key?.byteLength ?? 0) + (l.value?.byteLength ?? 0) : 0),
+    0,
+  );
 
 /** Snapshots kept in memory, least recently used dropped first once over the byte bound. */
 class HotStates {
