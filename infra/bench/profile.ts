@@ -1,6 +1,6 @@
 // Run a layer graph under ORT's profiler in a child process and aggregate its kernel times into shares.
 
-import { spawn } from 'node:child_process';
+import { runTsChild } from '../child-process.js';
 import { fileURLToPath } from 'node:url';
 
 const MATMUL_OPS = new Set([
@@ -33,21 +33,7 @@ interface Event {
 
 /** Run `node --import tsx <script> ...args` and return its stdout. */
 export function runChild(script: string, args: string[], nodeFlags: string[] = []): Promise<string> {
-  const path = fileURLToPath(new URL(script, import.meta.url));
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', path, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code === 0) resolve(Buffer.concat(out).toString('utf8'));
-      else reject(new Error(`${script} exited ${code}: ${Buffer.concat(err).toString('utf8').slice(-2000)}`));
-    });
-  });
+  return runTsChild(fileURLToPath(new URL(script, import.meta.url)), args, nodeFlags);
 }
 
 function aggregate(events: Event[], runs: number): Shares {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { HymbaEngine } from '../../engine/model.js';
 import { isModelDtype } from '../../engine/quantize.js';
 import type { StageInput } from '../../engine/stage-runner.js';
-import type { HymbaState } from '../../engine/state.js';
+import { cloneState, type HymbaState } from '../../engine/state.js';
 import { convertDir, dirModelSource } from '../model-dir.js';
 import { initNodeOrt } from '../node-ort.js';
 import { time, type Timing } from './stats.js';
@@ -39,20 +39,10 @@ export interface DecodeReport {
 
 /** Session `state`'s layers [first, last), copied, with its position: what one stage object holds. */
 function slice(state: HymbaState, first: number, last: number): HymbaState {
-  return {
+  return cloneState({
     position: state.position,
-    layers: state.layers.map((l, i) =>
-      l && i >= first && i < last
-        ? {
-            conv: l.conv.slice(),
-            ssm: l.ssm.slice(),
-            key: l.key ? l.key.slice() : null,
-            value: l.value ? l.value.slice() : null,
-            kvLen: l.kvLen,
-          }
-        : undefined,
-    ),
-  };
+    layers: state.layers.map((l, i) => (i >= first && i < last ? l : undefined)),
+  });
 }
 
 async function decode(dir: string, context: number, batchStages: number[], batches: number[]): Promise<void> {

@@ -1,9 +1,9 @@
 // `hymba plan --measure`: load each stage of a converted model in a fresh Node process and read what it costs,
 // next to the planner's estimate. One process per stage because WASM memory never shrinks.
 
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { runTsChild } from '../child-process.js';
 
 const Snapshot = z.object({ rss: z.number(), jsHeap: z.number(), wasmHeap: z.number().nullable() });
 const ChildReport = z.object({ init: Snapshot, created: Snapshot, decode: Snapshot, run: Snapshot });
@@ -23,22 +23,7 @@ export interface StageMeasurement {
 
 const CHILD = fileURLToPath(new URL('./stage-memory-child.ts', import.meta.url));
 
-function runChild(args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', CHILD, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code === 0) resolve(Buffer.concat(out).toString('utf8'));
-      else reject(new Error(`stage memory child exited ${code}: ${Buffer.concat(err).toString('utf8').slice(-1000)}`));
-    });
-  });
-}
+const runChild = (args: string[]): Promise<string> => runTsChild(CHILD, args, ['--expose-gc']);
 
 /** Parse the child's `@@mem {json}` line. */
 export function parseChildReport(stdout: string): ChildReport {
