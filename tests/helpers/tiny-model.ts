@@ -101,6 +101,24 @@ export function tokenSequence(n: number, V: number, seed = 1): number[] {
   return ids;
 }
 
+/**
+ * The tiny preset (8 layers, global [0, 4, 7], KV groups [1, 2, 3] and [5, 6]) in ten stages using every way
+ * a stage can split a model: embedding and head vocabulary slices, sublayer units, MLP slices side by side,
+ * and a stage mirroring another's K/V cache.
+ */
+export const TINY_SLICED_PLAN: StageOption[] = [
+  { slice: { kind: 'embed', part: 0, parts: 2 } },
+  { slice: { kind: 'embed', part: 1, parts: 2 } },
+  { units: { from: 0, to: 3 }, kvOut: [1] }, // layer 0, mixer of layer 1 (a producer)
+  { slice: { kind: 'mlp', layer: 1, part: 0, parts: 2 } },
+  { slice: { kind: 'mlp', layer: 1, part: 1, parts: 2 } },
+  { units: { from: 4, to: 8 }, kvIn: [1] }, // layers 2, 3: consumers of 1, mirrored
+  { first: 4, last: 8 },
+  { slice: { kind: 'head', part: 0, parts: 3 } },
+  { slice: { kind: 'head', part: 1, parts: 3 } },
+  { slice: { kind: 'head', part: 2, parts: 3 } },
+];
+
 export interface StagedModel {
   root: string;
   convertedDir: string;

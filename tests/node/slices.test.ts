@@ -9,21 +9,17 @@ import { referenceForward } from '../../engine/reference.js';
 import { StageRunner } from '../../engine/stage-runner.js';
 import { cloneState, deserializeState, serializeState, stageState, type HymbaState } from '../../engine/state.js';
 import { pipelineSteps, runSteps } from '../../engine/steps.js';
-import { makeStagedModel, maxAbsDiff, maxDiff, tokenSequence, type StagedModel } from '../helpers/tiny-model.js';
+import {
+  makeStagedModel,
+  maxAbsDiff,
+  maxDiff,
+  TINY_SLICED_PLAN,
+  tokenSequence,
+  type StagedModel,
+} from '../helpers/tiny-model.js';
 
 // tiny: 8 layers, global [0, 4, 7], KV groups [1, 2, 3] and [5, 6], V = 32001, H = 64, M = 8, W = 16
-const PLAN: StageOption[] = [
-  { slice: { kind: 'embed', part: 0, parts: 2 } },
-  { slice: { kind: 'embed', part: 1, parts: 2 } },
-  { units: { from: 0, to: 3 }, kvOut: [1] }, // layer 0, mixer of layer 1 (a producer)
-  { slice: { kind: 'mlp', layer: 1, part: 0, parts: 2 } },
-  { slice: { kind: 'mlp', layer: 1, part: 1, parts: 2 } },
-  { units: { from: 4, to: 8 }, kvIn: [1] }, // layers 2, 3: consumers of 1, mirrored
-  { first: 4, last: 8 },
-  { slice: { kind: 'head', part: 0, parts: 3 } },
-  { slice: { kind: 'head', part: 1, parts: 3 } },
-  { slice: { kind: 'head', part: 2, parts: 3 } },
-];
+const PLAN = TINY_SLICED_PLAN;
 /** PLAN with layer 1's MLP as one unit stage instead of two slices */
 const PLAN_NO_MLP_SLICES: StageOption[] = [...PLAN.slice(0, 3), { units: { from: 3, to: 4 } }, ...PLAN.slice(5)];
 const TOKENS = 40;

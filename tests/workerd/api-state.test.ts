@@ -39,7 +39,7 @@ function expectTurn(reply: ChatReply, k: number): void {
 /** cached_tokens of turn k: 0 on the first, else the whole conversation before turn k's user message. */
 const cachedOf = (k: number): number => (k === 0 ? 0 : conversation()[k]!.previousConversationTokens);
 
-/** The stage the fault and corruption tests pick: layers 2-3, with its mirror of layer 1's K/V (global-setup.ts). */
+/** The stage the fault and corruption tests pick: layers 2-3, with its mirror of layer 1's K/V (TINY_SLICED_PLAN). */
 const MIRROR_STAGE = 5;
 
 const stubOf = (id: string) => env.SESSIONS.get(env.SESSIONS.idFromString(id));

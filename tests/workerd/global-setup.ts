@@ -11,13 +11,12 @@ import {
   type ChatMessage,
 } from '../../engine/chat-template.js';
 import { generate } from '../../engine/generate.js';
-import type { StageOption } from '../../engine/convert.js';
 import { MANIFEST_FILE, parseManifest } from '../../engine/manifest.js';
 import { HymbaEngine } from '../../engine/model.js';
 import { convertDir, dirModelSource } from '../../infra/model-dir.js';
 import { initNodeOrt } from '../../infra/node-ort.js';
 import { makeTestModel } from '../../infra/test-model/make-test-model.js';
-import { tokenSequence } from '../helpers/tiny-model.js';
+import { TINY_SLICED_PLAN, tokenSequence } from '../helpers/tiny-model.js';
 import {
   COMPLETION_PROMPT,
   DETOUR,
@@ -31,23 +30,9 @@ import {
 
 const ROOT = join(process.cwd(), 'node_modules', '.cache', 'hymba-workerd-test');
 const SEED = 7;
-/**
- * The tiny model (8 layers, global [0, 4, 7], KV groups [1, 2, 3] and [5, 6]) as the Worker serves it: ten
- * stages using every way of splitting a model: embedding and head vocabulary slices, sublayer units, MLP
- * slices run side by side, and a stage mirroring another's K/V cache; 16-token runs, so prompts are pipelined.
- */
-const STAGES: StageOption[] = [
-  { slice: { kind: 'embed', part: 0, parts: 2 } },
-  { slice: { kind: 'embed', part: 1, parts: 2 } },
-  { units: { from: 0, to: 3 }, kvOut: [1] }, // layer 0, mixer of layer 1 (a producer)
-  { slice: { kind: 'mlp', layer: 1, part: 0, parts: 2 } },
-  { slice: { kind: 'mlp', layer: 1, part: 1, parts: 2 } },
-  { units: { from: 4, to: 8 }, kvIn: [1] }, // layers 2, 3: consumers of 1, mirrored
-  { first: 4, last: 8 },
-  { slice: { kind: 'head', part: 0, parts: 3 } },
-  { slice: { kind: 'head', part: 1, parts: 3 } },
-  { slice: { kind: 'head', part: 2, parts: 3 } },
-];
+/** The tiny model as the Worker serves it: split every way a stage can split a model (tests/helpers). */
+const STAGES = TINY_SLICED_PLAN;
+/** runs of 16 tokens, so the scenario prompts go through the stages in several pipelined chunks */
 const STAGED_RUN_TOKENS = 16;
 const IDS = 20;
 
