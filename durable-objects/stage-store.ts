@@ -5,12 +5,6 @@
 const SCHEMA_VERSION = 1;
 const CHUNK_BYTES = 1 << 20;
 
-export interface SliceInfo {
-  session: string;
-  id: number;
-  bytes: number;
-}
-
 export class StageStore {
   constructor(
     private readonly sql: SqlStorage,
@@ -91,15 +85,6 @@ export class StageStore {
       .exec<{ id: number }>(`SELECT id FROM slices WHERE session = ? ORDER BY id`, session)
       .toArray()
       .map((r) => r.id);
-  }
-
-  list(): SliceInfo[] {
-    return this.sql
-      .exec<{ session: string; id: number; bytes: number }>(
-        `SELECT session, id, bytes FROM slices ORDER BY session, id`,
-      )
-      .toArray()
-      .map((r) => ({ session: r.session, id: r.id, bytes: r.bytes }));
   }
 
   /** Drop the session's slices except `keep`; returns the ids dropped. */
