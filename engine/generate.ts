@@ -3,6 +3,7 @@
 
 import { createRng, logSoftmax, sample, tokenLogprob, topLogprobs, type Rng, type SamplingParams } from './sampling.js';
 import { StopMatcher } from './stop.js';
+import type { TokenConstraint } from './token-mask.js';
 
 /** The model as the loop sees it: a stateful stepper that continues from whatever it was last fed. */
 export interface TokenStepper {
@@ -34,6 +35,11 @@ export interface GenerateOptions {
   stopStrings?: string[];
   /** Alternatives to report per token: undefined = no log-probs, 0 = only the chosen token's, k = also the top k. */
   logprobs?: number;
+  /**
+   * Restricts which ids may be sampled (e.g. to valid JSON). Masks a copy of each logits row, so log-probs
+   * still come from the model's own distribution; told of every sampled id that is not a stop id.
+   */
+  constraint?: TokenConstraint;
   signal?: AbortSignal;
 }
 
@@ -96,8 +102,9 @@ export async function* generate(
   for (let generated = 0; ;) {
     if (generated === opts.maxTokens) return finish(run, 'length');
     if (opts.signal?.aborted) return finish(run, 'abort');
-    const id = sample(logits, run.params, run.rng);
+    const id = sample(constrained(run, logits), run.params, run.rng);
     if (run.stopIds.has(id)) return { ...finish(run, 'stop'), stopTokenId: id };
+    opts.constraint?.accept(id);
     const token = describe(run, logits, id);
     const step = run.matcher.push(token.text);
     generated++;
@@ -144,6 +151,15 @@ async function feed(run: Run, ids: number[]): Promise<Float32Array> {
   // Recorded only once the stepper accepted them: a rejected feed leaves the caller's state unknown anyway.
   run.fedIds.push(...ids);
   return logits;
+}
+
+/** The logits to sample from: a masked copy under a constraint (the stepper's row stays as the model gave it). */
+function constrained(run: Run, logits: Float32Array): Float32Array {
+  const c = run.opts.constraint;
+  if (!c) return logits;
+  const masked = logits.slice();
+  c.mask(masked, run.stopIds);
+  return masked;
 }
 
 /** The token's raw text and, when asked for, its log-probs from the logits it was sampled from. */

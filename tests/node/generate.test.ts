@@ -7,7 +7,9 @@ import {
   type IncrementalDetokenizer,
   type TokenStepper,
 } from '../../engine/generate.js';
+import { lit } from '../../engine/grammar.js';
 import { StopMatcher } from '../../engine/stop.js';
+import { GrammarConstraint, VocabIndex, type TokenConstraint } from '../../engine/token-mask.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // StopMatcher
@@ -308,5 +310,63 @@ describe('generate', () => {
     await expect(collect(s, [1], { maxTokens: 1.5 })).rejects.toThrow(RangeError);
     await expect(collect(s, [1], { maxTokens: 1, stopStrings: ['x'] }, null)).rejects.toThrow(TypeError);
     expect(s.calls).toEqual([]);
+  });
+
+  it('samples under a constraint, reporting log-probs of the raw logits and leaving the rows unmasked', async () => {
+    const rows: Float32Array[] = [];
+    const s = new ChainStepper();
+    const feed = s.feed.bind(s);
+    s.feed = async (fed) => {
+      const row = await feed(fed);
+      rows.push(row);
+      return row;
+    };
+    const texts = VOCAB.map((t, i) => (i === EOS ? null : t));
+    const constraint = new GrammarConstraint(new VocabIndex(texts), lit('world!'));
+    const { tokens, result } = await collect(s, [1], {
+      maxTokens: 10,
+      temperature: 0,
+      stopTokenIds: [EOS],
+      logprobs: 0,
+      constraint,
+    });
+    // greedy alone reads "hello world!"; the grammar forces "world!" then the stop token
+    expect(ids(tokens)).toEqual([7, 8, 9]);
+    expect(result).toMatchObject({ finishReason: 'stop', stopTokenId: EOS });
+    expect(constraint.complete).toBe(true);
+    let prev = 1;
+    for (const t of tokens) {
+      const row = Array.from(chainRow(prev));
+      const lse = Math.log(row.reduce((sum, x) => sum + Math.exp(x), 0));
+      expect(t.logprob).toBeCloseTo(row[t.id]! - lse, 12); // the unmasked distribution
+      prev = t.id;
+    }
+    expect(rows.every((row) => row.every((x) => Number.isFinite(x)))).toBe(true);
+  });
+
+  it('masks before every sample and accepts every sampled id but the stop id', async () => {
+    const calls: string[] = [];
+    const onlyTwoThenEos: TokenConstraint = {
+      mask(logits, stopIds) {
+        calls.push(`mask ${[...stopIds].join(',')}`);
+        const n = calls.filter((c) => c.startsWith('accept')).length;
+        logits.forEach((_, i) => {
+          if (n < 2 ? i !== 2 : !stopIds.has(i)) logits[i] = -Infinity;
+        });
+      },
+      accept(id) {
+        calls.push(`accept ${id}`);
+      },
+    };
+    const { tokens, result } = await collect(new ChainStepper(), [1], {
+      maxTokens: 10,
+      temperature: 1,
+      seed: 5,
+      stopTokenIds: [EOS],
+      constraint: onlyTwoThenEos,
+    });
+    expect(ids(tokens)).toEqual([2, 2]);
+    expect(result.stopTokenId).toBe(EOS);
+    expect(calls).toEqual(['mask 0', 'accept 2', 'mask 0', 'accept 2', 'mask 0']);
   });
 });
