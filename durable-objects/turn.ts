@@ -13,7 +13,17 @@ import { logSoftmax, topLogprobs } from '../engine/sampling.js';
 import type { ModelFront } from '../engine/model.js';
 import type { Cursor, StatePipeline } from '../engine/pipeline.js';
 import type { HymbaTokenizer } from '../engine/tokenizer.js';
-import type { ApiErrorBody, TokenLogprob, TurnEvent, TurnPrompt, TurnRequest } from './protocol.js';
+import { alt, type Grammar } from '../engine/grammar.js';
+import { anyJsonObjectGrammar, jsonSchemaGrammar, SchemaError } from '../engine/json-schema-grammar.js';
+import { GrammarConstraint, VocabIndex } from '../engine/token-mask.js';
+import {
+  HYMBA_TOOL_CALL_FORMAT,
+  ToolCallParser,
+  toolCallGrammar,
+  type ParsedToolCall,
+  type ToolCallFormat,
+} from '../engine/tool-calls.js';
+import type { ApiErrorBody, TokenLogprob, ToolSpec, TurnEvent, TurnPrompt, TurnRequest } from './protocol.js';
 import type { SessionStore } from './session-store.js';
 
 /** A request the turn cannot serve, with the HTTP status and OpenAI error it maps to. */
@@ -39,20 +49,26 @@ function encodeText(tok: HymbaTokenizer, text: string): number[] {
 function encodeConversation(
   tok: HymbaTokenizer,
   messages: ChatMessage[],
-  tools: object[] | undefined,
+  tools: readonly ToolSpec[],
   addGenerationPrompt: boolean,
 ): number[] {
   const text = renderChat(tok.chatTemplate ?? HYMBA_INSTRUCT_CHAT_TEMPLATE, messages, {
     addGenerationPrompt,
     bosToken: tok.bosToken,
     eosToken: tok.eosToken,
-    ...(tools ? { tools } : {}),
+    // the function objects ({name, description, parameters}), as the template's `<tool> {json} </tool>` lines
+    ...(tools.length > 0 ? { tools: tools.map((t) => ({ ...t })) } : {}),
   });
   return encodeText(tok, text);
 }
 
+/** The tools the prompt offers: none with tool_choice "none". */
+export function offeredTools(req: Pick<TurnRequest, 'tools' | 'toolChoice'>): ToolSpec[] {
+  return req.toolChoice === 'none' ? [] : (req.tools ?? []);
+}
+
 /** The prompt as token ids, meta tokens excluded. */
-export function promptIds(engine: ModelFront, prompt: TurnPrompt): number[] {
+export function promptIds(engine: ModelFront, prompt: TurnPrompt, tools: readonly ToolSpec[] = []): number[] {
   const V = engine.model.dims.V;
   if (prompt.kind === 'ids') {
     if (prompt.ids.length === 0) throw invalid('the prompt is empty', 'prompt');
@@ -66,7 +82,7 @@ export function promptIds(engine: ModelFront, prompt: TurnPrompt): number[] {
   if (prompt.kind === 'text') ids = encodeText(tok, prompt.text);
   else {
     try {
-      ids = encodeConversation(tok, prompt.messages, prompt.tools, true);
+      ids = encodeConversation(tok, prompt.messages, tools, true);
     } catch (e) {
       throw invalid(e instanceof Error ? e.message : String(e), 'messages');
     }
@@ -87,7 +103,7 @@ export function tokenizeInput(engine: ModelFront, input: TokenizeInput): number[
   if (input.kind === 'text')
     return input.addSpecial ? encodeText(tok, input.text) : tok.encode(input.text, { addBos: false });
   try {
-    return encodeConversation(tok, input.messages, undefined, input.addGenerationPrompt);
+    return encodeConversation(tok, input.messages, [], input.addGenerationPrompt);
   } catch (e) {
     throw invalid(e instanceof Error ? e.message : String(e), 'messages');
   }
@@ -145,6 +161,8 @@ export interface TurnOptions {
   /** keep the transcript (session API); otherwise only snapshots are stored */
   record: boolean;
   signal?: AbortSignal;
+  /** the Responses API id of this turn, committed with it */
+  responseId?: string;
 }
 
 function describe(engine: ModelFront, id: number, logprob: number): TokenLogprob {
@@ -189,14 +207,64 @@ async function canonicalState(
 }
 
 /** The ids of the conversation with the reply appended, as the next turn's prompt will begin. */
-function renderedWithReply(engine: ModelFront, prompt: TurnPrompt, reply: string): number[] | null {
-  if (prompt.kind !== 'chat' || !engine.tokenizer) return null;
-  return encodeConversation(
-    engine.tokenizer,
-    [...prompt.messages, { role: 'assistant', content: reply }],
-    prompt.tools,
-    false,
-  );
+function renderedWithReply(engine: ModelFront, req: TurnRequest, reply: ChatMessage): number[] | null {
+  if (req.prompt.kind !== 'chat' || !engine.tokenizer) return null;
+  return encodeConversation(engine.tokenizer, [...req.prompt.messages, reply], offeredTools(req), false);
+}
+
+/** The assistant message a reply is stored and re-rendered as: its content and its parsed tool calls. */
+function replyMessage(content: string, calls: ParsedToolCall[]): ChatMessage {
+  const m: ChatMessage = { role: 'assistant', content };
+  if (calls.length > 0) m.tool_calls = calls.map((c) => ({ name: c.name, arguments: c.arguments }));
+  return m;
+}
+
+/** The model's tool-call format: the manifest's, else Hymba's. */
+function toolCallFormat(engine: ModelFront): ToolCallFormat {
+  return engine.manifest.generation.toolCall ?? HYMBA_TOOL_CALL_FORMAT;
+}
+
+/**
+ * The grammar the output must follow, or null for free text: forced tool calls (tool_choice "required" or a
+ * named function), JSON (response_format), or, with tools on "auto", free text in which a call block, once
+ * opened, must be a valid call.
+ */
+export function outputGrammar(engine: ModelFront, req: TurnRequest): Grammar | null {
+  const tools = offeredTools(req);
+  const format = toolCallFormat(engine);
+  const choice = req.toolChoice ?? 'auto';
+  const parallel = req.parallelToolCalls !== false;
+  const rf = req.responseFormat;
+  let json: Grammar | null = null;
+  try {
+    if (rf?.kind === 'json_object') json = anyJsonObjectGrammar();
+    if (rf?.kind === 'json_schema') json = jsonSchemaGrammar(rf.schema);
+  } catch (e) {
+    if (e instanceof SchemaError)
+      throw invalid(`invalid JSON schema${e.path ? ` at ${e.path}` : ''}: ${e.message}`, 'response_format');
+    throw e;
+  }
+  try {
+    if (tools.length === 0) return json;
+    if (choice === 'required') return toolCallGrammar(tools, { parallel, lazy: false, format });
+    if (typeof choice === 'object')
+      return toolCallGrammar(
+        tools.filter((t) => t.name === choice.name),
+        { parallel: false, lazy: false, format },
+      );
+    if (json) return alt(json, toolCallGrammar(tools, { parallel, lazy: false, format }));
+    return toolCallGrammar(tools, { parallel, lazy: true, format });
+  } catch (e) {
+    if (e instanceof SchemaError)
+      throw invalid(`invalid JSON schema${e.path ? ` at ${e.path}` : ''}: ${e.message}`, 'tools');
+    throw e;
+  }
+}
+
+/** Unguessable tool-call ids, as OpenAI's `call_...`. */
+function toolCallId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return 'call_' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 export interface PreparedTurn {
@@ -208,14 +276,23 @@ export interface PreparedTurn {
 /** Tokenize and check the prompt; throws the TurnError the client should get. */
 export function prepareTurn(engine: ModelFront, req: TurnRequest): PreparedTurn {
   const { dims } = engine.model;
-  const ids = promptIds(engine, req.prompt);
+  const ids = promptIds(engine, req.prompt, offeredTools(req));
+  const param = req.prompt.kind === 'chat' ? 'messages' : 'prompt';
+  if (req.maxPromptTokens !== undefined && ids.length > req.maxPromptTokens)
+    throw new TurnError({
+      status: 422,
+      type: 'invalid_request_error',
+      code: 'prompt_too_long',
+      param,
+      message: `The prompt is ${ids.length} tokens; this server accepts at most ${req.maxPromptTokens}.`,
+    });
   const room = dims.maxPositions - dims.M - ids.length;
   if (room < 1)
     throw new TurnError({
       status: 422,
       type: 'invalid_request_error',
       code: 'context_length_exceeded',
-      param: req.prompt.kind === 'chat' ? 'messages' : 'prompt',
+      param,
       // OpenAI's wording, which clients match on
       message:
         `This model's maximum context length is ${dims.maxPositions - dims.M} tokens. ` +
@@ -274,6 +351,11 @@ export async function* runTurn(
       open.push(beforeLast.cursor);
     }
     const tok = engine.tokenizer;
+    const grammar = outputGrammar(engine, req);
+    if (grammar && !tok) throw invalid('constrained output needs a model with a tokenizer', 'response_format');
+    const tools = offeredTools(req);
+    const parser =
+      tools.length > 0 ? new ToolCallParser(new Set(tools.map((t) => t.name)), toolCallFormat(engine)) : null;
     const gen = generate(
       { feed: async (fed) => (await pipeline.forward(cursor, fed, 'last')).logits },
       ids.slice(-1),
@@ -287,6 +369,7 @@ export async function* runTurn(
         stopStrings: tok ? req.stop : [],
         ...(req.logprobs !== undefined ? { logprobs: req.logprobs } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(grammar && tok ? { constraint: new GrammarConstraint(VocabIndex.of(tok), grammar) } : {}),
       },
       tok ? () => tok.incrementalDecoder({ skipSpecial: true }) : undefined,
     );
@@ -295,46 +378,68 @@ export async function* runTurn(
     if (promptLogprobs) start.promptLogprobs = promptLogprobs;
     let started = false;
     let text = '';
+    const calls: ParsedToolCall[] = [];
+    const toolCallEvents = function* (parsed: ParsedToolCall[]): Generator<TurnEvent> {
+      for (const c of parsed) {
+        yield { type: 'tool_call', index: calls.length, id: toolCallId(), name: c.name, arguments: c.arguments };
+        calls.push(c);
+      }
+    };
     let completion = 0;
     let r = await gen.next();
     for (; !r.done; r = await gen.next()) {
       if (!started) yield start;
       started = true;
       completion++;
-      text += r.value.text;
+      const parsed = parser ? parser.push(r.value.text) : { content: r.value.text, calls: [] };
+      text += parsed.content;
       const lp = tokenLogprob(engine, r.value);
-      yield { type: 'token', id: r.value.id, text: r.value.text, ...(lp ? { logprob: lp } : {}) };
+      yield { type: 'token', id: r.value.id, text: parsed.content, ...(lp ? { logprob: lp } : {}) };
+      yield* toolCallEvents(parsed.calls);
     }
     const result: GenerateResult = r.value;
     if (result.finishReason === 'abort') return; // the client went away: nothing is committed
     if (!started) yield start;
-    text += result.tail;
+    let tail = result.tail;
+    if (parser) {
+      const a = parser.push(tail);
+      const b = parser.flush();
+      tail = a.content + b.content;
+      yield* toolCallEvents([...a.calls, ...b.calls]);
+    }
+    text += tail;
+    const finishReason = calls.length > 0 ? 'tool_calls' : result.finishReason;
+    const reply = replyMessage(text, calls);
+    let snapshotBytes = 0;
     if (store && beforeLast) {
       let kept = { cursor, tokens: [...ids.slice(0, -1), ...result.fedIds] };
-      const canonical = renderedWithReply(engine, req.prompt, text);
+      const canonical = renderedWithReply(engine, req, reply);
       if (canonical) kept = await canonicalState(pipeline, kept, beforeLast, canonical);
       const snapshotId = store.allocateSnapshotId();
       const bytes = await pipeline.persist(kept.cursor, snapshotId); // 1. every stage stores its slice
+      snapshotBytes = bytes;
       const { keep } = store.commitTurn({
         // 2. the session makes it current, atomically with the transcript
-        messages: opts.record ? [...opts.newMessages, { role: 'assistant', content: text }] : [],
+        messages: opts.record ? [...opts.newMessages, reply] : [],
         promptTokens: ids.length,
         completionTokens: completion,
         cachedTokens: cached,
-        finishReason: result.finishReason,
+        finishReason,
         snapshot: { id: snapshotId, fingerprint: engine.fingerprint, tokens: kept.tokens, bytes },
         keepSnapshots: KEEP_SNAPSHOTS,
+        ...(opts.responseId !== undefined ? { responseId: opts.responseId } : {}),
       });
       // 3. only now may older snapshots go; a failure here leaves garbage the next commit removes
       await pipeline.retain(keep).catch((e: unknown) => console.warn('dropping old snapshots failed:', e));
     }
     yield {
       type: 'done',
-      finishReason: result.finishReason,
+      finishReason,
       promptTokens: ids.length,
       completionTokens: completion,
       cachedTokens: cached,
-      tail: result.tail,
+      tail,
+      snapshotBytes,
     };
   } finally {
     await Promise.all(open.map((c) => pipeline.close(c).catch(() => undefined)));

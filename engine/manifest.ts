@@ -72,7 +72,12 @@ export const ManifestSchema = z.object({
   prefixState: z.string().nullable(),
   /** tokenizer.json / tokenizer_config.json copied from the checkpoint, when it had them */
   tokenizer: z.boolean(),
-  generation: z.object({ bosTokenId: z.number().int(), eosTokenIds: z.array(z.number().int()) }),
+  generation: z.object({
+    bosTokenId: z.number().int(),
+    eosTokenIds: z.array(z.number().int()),
+    /** how the model writes a tool call (default: Hymba's `<toolcall> {...} </toolcall>`) */
+    toolCall: z.object({ start: z.string().min(1), end: z.string().min(1) }).optional(),
+  }),
   /** optional: present when the stages came from the planner */
   plan: PlanRecord.optional(),
 });

@@ -111,6 +111,8 @@ export async function runEngineBench(argv: string[]): Promise<void> {
   // `--stages`: only the distributed-stages part (infra/bench/stages-bench.ts), which writes its own --json
   const { runStagesBench } = await import('./stages-bench.js');
   if (argv.includes('--stages')) return void (await runStagesBench(argv));
+  const { runGrammarBench } = await import('./grammar-bench.js');
+  if (argv.includes('--grammar')) return void (await runGrammarBench());
   if (only !== 'sessions') {
     await benchTiny();
     await benchLayerSuite(rows, results);
@@ -119,6 +121,7 @@ export async function runEngineBench(argv: string[]): Promise<void> {
   }
   if (only !== 'engine') await runSessionBench(results);
   if (only === 'all') results.stages = await runStagesBench([]);
+  if (only === 'all') results.grammar = await runGrammarBench();
   if (jsonAt >= 0 && argv[jsonAt + 1])
     await writeFile(
       argv[jsonAt + 1]!,

@@ -28,7 +28,7 @@ const USAGE = `usage: hymba <command> [options]
   upload <converted_dir> [--local [--persist-to DIR] | --remote] [--bucket hymba-models] [--prefix models/<fingerprint>/]
   logits <model_dir> --ids 1,2,3
   generate <model_dir> (--ids 1,2,3 | --prompt "text") --max-tokens N [--temperature T] [--seed S]
-  bench [--engine | --sessions | --stages] [--json <file>]
+  bench [--engine | --sessions | --stages | --grammar] [--json <file>]
   dev [--model <dir>] [--port 8787]     (npm start)`;
 
 async function main(argv: string[]): Promise<void> {

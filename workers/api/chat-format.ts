@@ -33,7 +33,7 @@ export interface ChatCompletion {
   model: string;
   choices: {
     index: number;
-    message: { role: 'assistant'; content: string; refusal: null };
+    message: { role: 'assistant'; content: string | null; refusal: null; tool_calls?: ChatToolCall[] };
     logprobs: ChatLogprobs | null;
     finish_reason: FinishReason;
     /** with return_token_ids */
@@ -44,9 +44,21 @@ export interface ChatCompletion {
   prompt_token_ids?: number[];
 }
 
+export interface ChatToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
+
+/** A streamed tool call: complete calls are sent whole, in one delta each (clients accumulate either way). */
+export interface ChatToolCallDelta extends ChatToolCall {
+  index: number;
+}
+
 export interface ChatDelta {
   role?: 'assistant';
   content?: string;
+  tool_calls?: ChatToolCallDelta[];
 }
 
 export interface ChatChunkChoice {
@@ -127,9 +139,21 @@ export async function collectChatCompletion(
   const logprobs: ChatLogprobs | null = opts.logprobs
     ? { content: turn.tokens.flatMap((t) => (t.logprob ? [chatLogprob(t.logprob)] : [])), refusal: null }
     : null;
+  const calls = turn.toolCalls.map((c): ChatToolCall => ({
+    id: c.id,
+    type: 'function',
+    function: { name: c.name, arguments: c.arguments },
+  }));
+  const message: ChatCompletion['choices'][number]['message'] = {
+    role: 'assistant',
+    // OpenAI sends null content with tool calls and no text
+    content: calls.length > 0 && turn.text === '' ? null : turn.text,
+    refusal: null,
+  };
+  if (calls.length > 0) message.tool_calls = calls;
   const choice: ChatCompletion['choices'][number] = {
     index: 0,
-    message: { role: 'assistant', content: turn.text, refusal: null },
+    message,
     logprobs,
     finish_reason: turn.done.finishReason,
   };
@@ -197,6 +221,17 @@ export function chatChunkFormatter(opts: ChatStreamOptions): (event: TurnEvent) 
         const choice: ChatChunkChoice = { index: 0, delta: delta(event.text), logprobs, finish_reason: null };
         if (opts.returnTokenIds) choice.token_ids = [event.id];
         return { data: [chunk(choice)] };
+      }
+      case 'tool_call': {
+        const call: ChatToolCallDelta = {
+          index: event.index,
+          id: event.id,
+          type: 'function',
+          function: { name: event.name, arguments: event.arguments },
+        };
+        const d: ChatDelta = roleSent ? { tool_calls: [call] } : { role: 'assistant', tool_calls: [call] };
+        roleSent = true;
+        return { data: [chunk({ index: 0, delta: d, logprobs: null, finish_reason: null })] };
       }
       case 'done': {
         const data: ChatCompletionChunk[] = [];

@@ -248,6 +248,8 @@ export function completionChunkFormatter(opts: CompletionStreamOptions): (event:
         }
         return { data, last: true };
       }
+      case 'tool_call':
+        return { data: [] }; // completions offer no tools
       case 'error':
         throw ApiError.fromProtocol(event.error);
     }

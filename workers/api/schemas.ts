@@ -3,10 +3,11 @@
 // - Unknown fields are ignored (zod strips them).
 // - Optional fields also accept `null`, as the OpenAI API does (many clients send `"stop": null`).
 // - Wrong types and values are 400s whose `param` is the field path; see validation.ts for the messages.
-// - tools / tool_choice / parallel_tool_calls / response_format are type-checked here; what they do is
-//   decided by the tool-call and structured-output work, not by this file.
+// - Tool parameter schemas and response_format JSON schemas are compiled here (the grammar that constrains
+//   decoding), so an invalid or unsupported schema is a 400 naming the keyword's path, not a failed turn.
 
 import { z } from 'zod';
+import { jsonSchemaGrammar, SchemaError } from '../../engine/json-schema-grammar.js';
 import { preview } from './validation.js';
 
 export { parseBody, parseValue, type ParseBodyOptions } from './validation.js';
@@ -93,12 +94,51 @@ export const MessageSchema = z.discriminatedUnion(
   },
 );
 
-// ---- tools and output format (type-checked only, for now) ----
+// ---- tools and output format ----
+
+/** OpenAI's rule for function names. */
+export const FunctionNameSchema = z
+  .string()
+  .regex(/^[a-zA-Z0-9_-]{1,64}$/, { error: 'must be 1-64 letters, digits, underscores or dashes' });
+
+/** A JSON schema the grammar compiler cannot use, as a zod issue at `path` + the keyword's own path. */
+export function checkJsonSchema(schema: unknown, ctx: z.RefinementCtx, path: PropertyKey[]): void {
+  try {
+    jsonSchemaGrammar(schema);
+  } catch (e) {
+    if (!(e instanceof SchemaError)) throw e;
+    const sub = e.path === '' ? [] : e.path.split('.');
+    ctx.addIssue({ code: 'custom', path: [...path, ...sub], message: `invalid JSON schema: ${e.message}` });
+  }
+}
+
+/** Tool names are unique and each parameters schema compiles; `pathOf(i)` is where tool i's schema sits. */
+export function checkToolSchemas(
+  tools: readonly { name: string; parameters?: unknown }[],
+  ctx: z.RefinementCtx,
+  pathOf: (i: number) => PropertyKey[],
+): void {
+  const seen = new Set<string>();
+  tools.forEach((t, i) => {
+    if (seen.has(t.name)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [...pathOf(i).slice(0, -1), 'name'],
+        message: `duplicate tool name ${preview(t.name)}`,
+      });
+    }
+    seen.add(t.name);
+    if (t.parameters != null) checkJsonSchema(t.parameters, ctx, pathOf(i));
+  });
+}
+
+/** A response_format / text.format JSON schema compiles. */
+export const checkOutputSchema = checkJsonSchema;
 
 export const ToolSchema = z.object({
   type: z.literal('function'),
   function: z.object({
-    name: z.string().min(1),
+    name: FunctionNameSchema,
     description: z.string().nullish(),
     parameters: JsonObjectSchema.nullish(),
     strict: z.boolean().nullish(),
@@ -177,6 +217,14 @@ export const ChatCompletionRequestSchema = z
         message: `no tool named ${preview(choice.function.name)} in "tools"`,
       });
     }
+    checkToolSchemas(
+      tools.map((t) => ({ name: t.function.name, parameters: t.function.parameters })),
+      ctx,
+      (i) => ['tools', i, 'function', 'parameters'],
+    );
+    const rf = body.response_format;
+    if (rf?.type === 'json_schema' && rf.json_schema.schema != null)
+      checkOutputSchema(rf.json_schema.schema, ctx, ['response_format', 'json_schema', 'schema']);
   });
 
 // ---- POST /v1/completions ----

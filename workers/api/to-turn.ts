@@ -6,7 +6,7 @@
 // route's job.
 
 import type { ChatMessage, ChatToolCall } from '../../engine/chat-template.js';
-import type { TurnPrompt, TurnRequest } from '../../durable-objects/protocol.js';
+import type { OutputFormat, ToolSpec, TurnPrompt, TurnRequest } from '../../durable-objects/protocol.js';
 import type {
   ChatCompletionRequest,
   ChatMessageInput,
@@ -74,11 +74,24 @@ function sampling(body: SamplingFields): Pick<TurnRequest, 'temperature' | 'topP
   return out;
 }
 
-/**
- * POST /v1/chat/completions. `tools`, `tool_choice` and `response_format` are not part of the turn yet: tools
- * reach the prompt together with tool-call parsing (a later issue), so the model is never shown tools whose
- * calls the server would return as plain text.
- */
+type ChatTool = NonNullable<ChatCompletionRequest['tools']>[number];
+
+/** An OpenAI function tool as the turn's ToolSpec (null fields dropped). */
+export function toolSpec(fn: ChatTool['function']): ToolSpec {
+  const spec: ToolSpec = { name: fn.name };
+  if (fn.description != null) spec.description = fn.description;
+  if (fn.parameters != null) spec.parameters = fn.parameters;
+  return spec;
+}
+
+/** response_format as the turn's OutputFormat; a json_schema without a schema is any JSON object. */
+export function outputFormat(rf: ChatCompletionRequest['response_format']): OutputFormat | undefined {
+  if (rf == null || rf.type === 'text') return undefined;
+  if (rf.type === 'json_object' || rf.json_schema.schema == null) return { kind: 'json_object' };
+  return { kind: 'json_schema', schema: rf.json_schema.schema };
+}
+
+/** POST /v1/chat/completions */
 export function chatToTurn(body: ChatCompletionRequest, defaultMaxTokens: number): TurnRequest {
   const turn: TurnRequest = {
     prompt: { kind: 'chat', messages: toChatMessages(body.messages) },
@@ -87,6 +100,14 @@ export function chatToTurn(body: ChatCompletionRequest, defaultMaxTokens: number
   };
   if (body.logprobs === true) turn.logprobs = body.top_logprobs ?? 0;
   if (body.return_token_ids === true) turn.returnTokenIds = true;
+  if (body.tools != null && body.tools.length > 0) {
+    turn.tools = body.tools.map((t) => toolSpec(t.function));
+    const choice = body.tool_choice;
+    if (choice != null) turn.toolChoice = typeof choice === 'string' ? choice : { name: choice.function.name };
+    if (body.parallel_tool_calls != null) turn.parallelToolCalls = body.parallel_tool_calls;
+  }
+  const format = outputFormat(body.response_format);
+  if (format) turn.responseFormat = format;
   return turn;
 }
 

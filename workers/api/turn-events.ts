@@ -7,11 +7,13 @@ import { ApiError } from './errors.js';
 export type StartEvent = Extract<TurnEvent, { type: 'start' }>;
 export type TokenEvent = Extract<TurnEvent, { type: 'token' }>;
 export type DoneEvent = Extract<TurnEvent, { type: 'done' }>;
+export type ToolCallEvent = Extract<TurnEvent, { type: 'tool_call' }>;
 
 /** A finished turn. */
 export interface TurnResult {
   start: StartEvent | undefined;
   tokens: TokenEvent[];
+  toolCalls: ToolCallEvent[];
   done: DoneEvent;
   /** every token's `text`, then the final `tail` */
   text: string;
@@ -50,6 +52,7 @@ export function turnEndedEarly(): ApiError {
 export async function collectTurn(events: AsyncIterable<TurnEvent>): Promise<TurnResult> {
   let start: StartEvent | undefined;
   const tokens: TokenEvent[] = [];
+  const toolCalls: ToolCallEvent[] = [];
   let text = '';
   // for-await calls the iterator's return() when we leave early (done, or a throw)
   for await (const event of events) {
@@ -61,8 +64,11 @@ export async function collectTurn(events: AsyncIterable<TurnEvent>): Promise<Tur
         tokens.push(event);
         text += event.text;
         break;
+      case 'tool_call':
+        toolCalls.push(event);
+        break;
       case 'done':
-        return { start, tokens, done: event, text: text + event.tail };
+        return { start, tokens, toolCalls, done: event, text: text + event.tail };
       case 'error':
         throw ApiError.fromProtocol(event.error);
     }
