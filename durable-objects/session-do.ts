@@ -12,7 +12,13 @@ import type { Env } from '../workers/env.js';
 import { r2ModelSource } from './r2-model-source.js';
 import type { ChatMessage } from '../engine/chat-template.js';
 import type { ApiErrorBody, TurnEvent, TurnRequest } from './protocol.js';
-import { SessionStore, type SessionMeta, type StoredMessage, type TurnRecord } from './session-store.js';
+import {
+  SessionStore,
+  type ResponseRecord,
+  type SessionMeta,
+  type StoredMessage,
+  type TurnRecord,
+} from './session-store.js';
 import type { StageLoadInfo } from './stage-do.js';
 import { StagePipeline, stageRoutes } from './stage-pipeline.js';
 import { detokenizeIds, prepareTurn, runTurn, tokenizeInput, TurnError, type TokenizeInput } from './turn.js';
@@ -68,10 +74,36 @@ export type TurnMode =
 export interface TurnCall {
   mode: TurnMode;
   owner: string | null;
+  /** session mode: the Responses API id of this turn, committed with it */
+  responseId?: string;
+  /**
+   * session mode: run only if the session's last turn is still this one (checked under the turn lock), else
+   * 409 `turn_superseded`: a continuation of a response that another continuation has already followed
+   */
+  afterTurn?: number;
 }
 
 /** The NDJSON events a turn stream carries: TurnEvents, preceded by `accepted` once the turn may run. */
 export type StreamEvent = TurnEvent | { type: 'accepted' };
+
+/** Where a stored response sits in its session (Responses API). */
+export interface ResponseLocation {
+  /** the turn that answered it */
+  turn: number;
+  /** the session's last turn: equal to `turn` when the response is the newest of its chain */
+  lastTurn: number;
+  /** the chain's system message (turn 0), null when it has none */
+  system: string | null;
+}
+
+/** A stored response: its saved body, or what is needed to rebuild one (a turn whose body was never saved). */
+export interface StoredResponse {
+  created: number;
+  body: string | null;
+  turn: TurnRecord | null;
+  /** the turn's assistant message(s) */
+  output: StoredMessage[];
+}
 
 export interface SessionInfo {
   created: number;
@@ -103,6 +135,19 @@ function errorEvent(e: unknown): StreamEvent {
 
 const notFound = (what: string): TurnError =>
   new TurnError({ status: 404, type: 'not_found_error', code: 'not_found', param: null, message: `${what} not found` });
+
+const superseded = (): TurnError =>
+  new TurnError({
+    status: 409,
+    type: 'conflict_error',
+    code: 'turn_superseded',
+    param: null,
+    message: 'The session has moved past the turn this request continues.',
+  });
+
+const responseNotFound = (): { error: ApiErrorBody } => ({
+  error: { status: 404, type: 'not_found_error', code: 'not_found', param: null, message: 'response not found' },
+});
 
 const busy = (): TurnError =>
   new TurnError({
@@ -253,6 +298,51 @@ export class SessionDO extends DurableObject<Env> {
     this.storeCache = null;
   }
 
+  // ---- Responses API: a chain of responses is one session; each response is one of its turns ----
+
+  /** This session's live response `id` if `owner` may see it. */
+  private ownedResponse(owner: string | null, id: string): ResponseRecord | null {
+    // an object that has never stored anything stays empty: looking up an unknown id writes no schema
+    const tables = this.ctx.storage.sql.exec(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'`);
+    if (tables.toArray().length === 0) return null;
+    const meta = this.store.meta();
+    if (!meta || meta.owner !== owner || meta.kind !== 'session') return null;
+    const r = this.store.response(id);
+    return r && !r.deleted ? r : null;
+  }
+
+  /** Where response `id` sits in this session (errors as values: RPC loses error classes). */
+  async locateResponse(owner: string | null, id: string): Promise<ResponseLocation | { error: ApiErrorBody }> {
+    const r = this.ownedResponse(owner, id);
+    if (!r) return responseNotFound();
+    const system = this.store.messages(0).find((m) => m.role === 'system');
+    return { turn: r.turn, lastTurn: this.store.lastTurn(), system: system?.content ?? null };
+  }
+
+  /** Save the body of a response after its turn (a no-op for an unknown or deleted one). */
+  async saveResponse(owner: string | null, id: string, body: string): Promise<void> {
+    if (this.ownedResponse(owner, id)) this.store.saveResponseBody(id, body);
+  }
+
+  async readResponse(owner: string | null, id: string): Promise<StoredResponse | { error: ApiErrorBody }> {
+    const r = this.ownedResponse(owner, id);
+    if (!r) return responseNotFound();
+    if (r.body !== null) return { created: r.created, body: r.body, turn: null, output: [] };
+    return {
+      created: r.created,
+      body: null,
+      turn: this.store.turns().find((t) => t.turn === r.turn) ?? null,
+      output: this.store.messages(r.turn).filter((m) => m.turn === r.turn && m.role === 'assistant'),
+    };
+  }
+
+  /** Delete a response: it can no longer be read or continued; its turn stays in the session. */
+  async deleteResponse(owner: string | null, id: string): Promise<{ deleted: true } | { error: ApiErrorBody }> {
+    if (!this.ownedResponse(owner, id)) return responseNotFound();
+    this.store.deleteResponse(id);
+    return { deleted: true };
+  }
+
   /** What a fork at `turn` copies: the transcript up to it and that turn's snapshot, if still kept. */
   async exportFork(owner: string | null, turn: number): Promise<ForkData> {
     this.owned(owner);
@@ -350,14 +440,16 @@ export class SessionDO extends DurableObject<Env> {
             controller.close();
             return;
           }
-          controller.enqueue(line(r.value));
           if (r.value.type === 'done') {
-            // committed: the session is free now, whether or not the reader pulls once more
-            await turn.return(undefined);
+            // committed: the session is free before the reader hears so (a client's next turn must not find
+            // it busy); closing this turn's cursors afterwards touches nothing a next turn uses
             release();
+            controller.enqueue(line(r.value));
             controller.close();
+            await turn.return(undefined).catch((e: unknown) => console.warn('closing a finished turn failed:', e));
             return;
           }
+          controller.enqueue(line(r.value));
           waitForPull();
         } catch (e) {
           release();
@@ -369,7 +461,8 @@ export class SessionDO extends DurableObject<Env> {
     });
   }
 
-  private async startTurn(req: TurnRequest, call: TurnCall, signal: AbortSignal): Promise<AsyncGenerator<TurnEvent>> {
+  private async startTurn(given: TurnRequest, call: TurnCall, signal: AbortSignal): Promise<AsyncGenerator<TurnEvent>> {
+    const req = withPromptLimit(given, this.env.MAX_PROMPT_TOKENS);
     if (call.mode === 'ephemeral') {
       // nothing stored: turns of unrelated requests may share this object concurrently
       const front = await frontFor(this.env, this.prefix);
@@ -392,6 +485,7 @@ export class SessionDO extends DurableObject<Env> {
           message: 'a session turn takes a chat message',
         });
       store = this.store;
+      if (call.afterTurn !== undefined && store.lastTurn() !== call.afterTurn) throw superseded();
       newMessages = req.prompt.messages;
       const history: ChatMessage[] = store.messages().map(({ turn: _turn, ...m }) => m);
       request = { ...req, prompt: { ...req.prompt, messages: [...history, ...newMessages] } };
@@ -406,7 +500,12 @@ export class SessionDO extends DurableObject<Env> {
       const front = await frontFor(this.env, this.prefix);
       const prepared = prepareTurn(front, request); // prompt errors surface before the stream starts
       const pipeline = this.pipeline(front, this.sessionKey);
-      const opts = { newMessages, signal, record: call.mode === 'session' };
+      const opts = {
+        newMessages,
+        signal,
+        record: call.mode === 'session',
+        ...(call.mode === 'session' && call.responseId !== undefined ? { responseId: call.responseId } : {}),
+      };
       return runTurn(front, pipeline, store, request, opts, prepared);
     } catch (e) {
       this.busy = false;
@@ -420,4 +519,10 @@ export interface ForkData {
   turns: TurnRecord[];
   /** the snapshot at the fork's turn, by reference: its slices are copied between the stages */
   snapshot: { turn: number; from: string; id: number; fingerprint: string; tokens: number[]; bytes: number } | null;
+}
+
+/** The request with the server's MAX_PROMPT_TOKENS limit (unset or malformed: the model's context only). */
+function withPromptLimit(req: TurnRequest, setting: string | undefined): TurnRequest {
+  const n = Number(setting ?? '');
+  return setting && Number.isInteger(n) && n > 0 ? { ...req, maxPromptTokens: n } : req;
 }

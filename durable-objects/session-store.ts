@@ -4,8 +4,11 @@
 
 import type { ChatMessage } from '../engine/chat-template.js';
 
-/** 2: snapshot bytes moved to the stages (version 1 kept them here; those rows are dropped on upgrade) */
-const SCHEMA_VERSION = 2;
+/**
+ * 2: snapshot bytes moved to the stages (version 1 kept them here; those rows are dropped on upgrade).
+ * 3: the `responses` table (Responses API ids of turns); earlier data is kept as it is.
+ */
+const SCHEMA_VERSION = 3;
 
 export interface SnapshotInfo {
   id: number;
@@ -36,6 +39,16 @@ export interface SessionMeta {
   kind: 'session' | 'cache';
 }
 
+/** A stored Responses API response: the turn that answered it and its saved JSON body. */
+export interface ResponseRecord {
+  id: string;
+  turn: number;
+  created: number;
+  /** the response object as the API returned it (null until saved after the turn) */
+  body: string | null;
+  deleted: boolean;
+}
+
 export interface CommitTurn {
   messages: ChatMessage[];
   promptTokens: number;
@@ -46,6 +59,8 @@ export interface CommitTurn {
   snapshot: NewSnapshot | null;
   /** snapshots kept after the commit (newest first) */
   keepSnapshots: number;
+  /** the Responses API id this turn answers, stored with the turn (Responses only) */
+  responseId?: string;
 }
 
 export interface NewSnapshot {
@@ -86,6 +101,8 @@ export class SessionStore {
       this.sql.exec(`CREATE TABLE IF NOT EXISTS snapshots (
         id INTEGER PRIMARY KEY, turn INTEGER NOT NULL, fingerprint TEXT NOT NULL, tokens BLOB NOT NULL,
         n_tokens INTEGER NOT NULL, bytes INTEGER NOT NULL)`);
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS responses (
+        id TEXT PRIMARY KEY, turn INTEGER NOT NULL, created INTEGER NOT NULL, body TEXT, deleted INTEGER NOT NULL)`);
       this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)`, String(SCHEMA_VERSION));
     });
   }
@@ -205,10 +222,38 @@ export class SessionStore {
         snapshotId,
         Date.now(),
       );
+      if (c.responseId !== undefined)
+        this.sql.exec(
+          `INSERT INTO responses (id, turn, created, body, deleted) VALUES (?, ?, ?, NULL, 0)`,
+          c.responseId,
+          turn,
+          Date.now(),
+        );
       const all = this.snapshots();
       for (const s of all.slice(c.keepSnapshots)) this.dropSnapshot(s.id);
       return { turn, snapshotId, keep: all.slice(0, c.keepSnapshots).map((s) => s.id) };
     });
+  }
+
+  /** A response of this session by id (deleted ones included), or null. */
+  response(id: string): ResponseRecord | null {
+    const r = this.sql
+      .exec<{ id: string; turn: number; created: number; body: string | null; deleted: number }>(
+        `SELECT id, turn, created, body, deleted FROM responses WHERE id = ?`,
+        id,
+      )
+      .toArray()[0];
+    return r ? { id: r.id, turn: r.turn, created: r.created, body: r.body, deleted: r.deleted !== 0 } : null;
+  }
+
+  /** Save a response's body (a response that was deleted meanwhile stays deleted). */
+  saveResponseBody(id: string, body: string): void {
+    this.sql.exec(`UPDATE responses SET body = ? WHERE id = ? AND deleted = 0`, body, id);
+  }
+
+  /** Mark a response deleted and drop its body; its turn stays in the transcript. */
+  deleteResponse(id: string): void {
+    this.sql.exec(`UPDATE responses SET deleted = 1, body = NULL WHERE id = ?`, id);
   }
 
   /** Bytes of all stored snapshots. */

@@ -57,13 +57,25 @@ async function* ndjson(stream: ReadableStream<Uint8Array>): AsyncGenerator<Strea
 }
 
 /**
+ * Watches a turn for the request's metrics (workers/observability.ts: the `metrics` context variable): told
+ * when the object has accepted the turn, then given every event as the route reads it, with the time (ms).
+ */
+export interface TurnObserver {
+  /** `session`: the object's id when the turn runs in a session or cache object; null for an ephemeral one */
+  turnAccepted(session: string | null, at: number): void;
+  turnEvent(event: TurnEvent, at: number): void;
+}
+
+/**
  * Start a turn. Errors the object reports before running (busy, unknown session, invalid or too long prompt)
  * are thrown as ApiErrors, so the route answers with their status; afterwards the turn's events follow.
+ * Routes pass `c.get('metrics')` as the observer, so every turn is measured.
  */
 export async function openTurn(
   stub: DurableObjectStub<import('../durable-objects/session-do.js').SessionDO>,
   req: TurnRequest,
   call: TurnCall,
+  observer?: TurnObserver,
 ): Promise<AsyncGenerator<TurnEvent>> {
   const events = ndjson(await stub.turn(req, call));
   const first = await events.next();
@@ -72,11 +84,26 @@ export async function openTurn(
     await events.return(undefined);
     throw ApiError.fromProtocol(first.value.error);
   }
+  watch(observer, (o) => o.turnAccepted(call.mode === 'ephemeral' ? null : stub.id.toString(), Date.now()));
   return (async function* () {
     try {
-      for await (const e of events) if (e.type !== 'accepted') yield e;
+      for await (const e of events) {
+        if (e.type === 'accepted') continue;
+        watch(observer, (o) => o.turnEvent(e, Date.now()));
+        yield e;
+      }
     } finally {
       await events.return(undefined);
     }
   })();
+}
+
+/** Measuring must never break a turn. */
+function watch(observer: TurnObserver | undefined, fn: (o: TurnObserver) => void): void {
+  if (observer === undefined) return;
+  try {
+    fn(observer);
+  } catch (err) {
+    console.error('turn observer failed:', err);
+  }
 }

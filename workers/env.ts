@@ -3,6 +3,7 @@
 import type { SessionDO } from '../durable-objects/session-do.js';
 import type { StageDO } from '../durable-objects/stage-do.js';
 import type { RateLimitDO } from '../durable-objects/rate-limit-do.js';
+import type { MetricsDO } from '../durable-objects/metrics-do.js';
 
 export interface Env {
   /** one SQLite-backed object per conversation */
@@ -31,8 +32,22 @@ export interface Env {
   CORS_ORIGINS?: string;
   /** the model id clients name (default "hymba") */
   MODEL_ID?: string;
-  /** max_tokens when a request gives none (default 256) */
+  /** max_tokens when a request gives none (default 256; clamped to MAX_COMPLETION_TOKENS) */
   DEFAULT_MAX_TOKENS?: string;
+  /** the one object aggregating every isolate's request metrics (GET /metrics) */
+  METRICS: DurableObjectNamespace<MetricsDO>;
+  /** "true": GET /metrics needs no API key (default: it needs one when API_KEYS is set) */
+  METRICS_PUBLIC?: string;
+  /** most messages in a Chat Completions request (default 512) */
+  MAX_MESSAGES?: string;
+  /** most tokens a request may ask to generate: max_tokens / max_completion_tokens (default 4096) */
+  MAX_COMPLETION_TOKENS?: string;
+  /** most prompt tokens a turn may process, below the model's context (unset: the context) */
+  MAX_PROMPT_TOKENS?: string;
+  /** largest request body in bytes (default 1048576) */
+  MAX_BODY_BYTES?: string;
+  /** least level of the JSON log lines written: info (default), warn, error or off */
+  LOG_LEVEL?: string;
 }
 
 declare global {
@@ -44,7 +59,7 @@ declare global {
     // what `import { exports } from 'cloudflare:workers'` is typed as
     interface GlobalProps {
       mainModule: typeof import('./index.js');
-      durableNamespaces: 'SessionDO' | 'StageDO' | 'RateLimitDO';
+      durableNamespaces: 'SessionDO' | 'StageDO' | 'RateLimitDO' | 'MetricsDO';
     }
   }
 }

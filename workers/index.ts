@@ -5,15 +5,20 @@ import { cors } from 'hono/cors';
 import type { AppEnv } from './app-env.js';
 import { notFound, onError } from './api/errors.js';
 import { ownerOf, rateLimit } from './auth.js';
+import { limitBody } from './limits.js';
+import { observeRequests } from './observability.js';
 import { completions } from './routes/completions.js';
+import { metrics } from './routes/metrics.js';
 import { models } from './routes/models.js';
 import { openapi } from './routes/openapi.js';
+import { responses } from './routes/responses.js';
 import { sessions } from './routes/sessions.js';
 import { tokenize } from './routes/tokenize.js';
 
 export { SessionDO } from '../durable-objects/session-do.js';
 export { StageDO } from '../durable-objects/stage-do.js';
 export { RateLimitDO } from '../durable-objects/rate-limit-do.js';
+export { MetricsDO } from '../durable-objects/metrics-do.js';
 
 const app = new Hono<AppEnv>();
 
@@ -21,9 +26,12 @@ const app = new Hono<AppEnv>();
 app.use(async function requestId(c, next) {
   const given = c.req.header('x-request-id');
   const id = given && /^[\w.:-]{1,128}$/.test(given) ? given : crypto.randomUUID();
+  c.set('requestId', id);
   await next();
   c.res.headers.set('x-request-id', id);
 });
+/** Metrics and the request's log line (workers/observability.ts), sent once the response body is complete. */
+app.use(observeRequests);
 /** CORS for browser clients: CORS_ORIGINS is "*" or a comma-separated list of origins; unset, none. */
 app.use(async function corsFromEnv(c, next) {
   const allowed = (c.env.CORS_ORIGINS ?? '')
@@ -41,7 +49,7 @@ app.use(async function corsFromEnv(c, next) {
 /** Who is calling (API keys, when configured) and whether their rate budget allows it. */
 const PUBLIC = new Set(['/health', '/openapi.json']);
 app.use(async function authenticate(c, next) {
-  if (PUBLIC.has(c.req.path)) {
+  if (PUBLIC.has(c.req.path) || (c.req.path === '/metrics' && c.env.METRICS_PUBLIC === 'true')) {
     c.set('owner', null);
     return next();
   }
@@ -50,11 +58,15 @@ app.use(async function authenticate(c, next) {
   c.set('owner', owner);
   await next();
 });
+/** Request bodies over MAX_BODY_BYTES: 413 (workers/limits.ts). */
+app.use(limitBody);
 app.route('/', models);
 app.route('/', completions);
 app.route('/', sessions);
+app.route('/', responses);
 app.route('/', tokenize);
 app.route('/', openapi);
+app.route('/', metrics);
 app.onError(onError);
 app.notFound(notFound);
 

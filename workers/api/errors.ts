@@ -8,6 +8,7 @@ import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { ApiErrorBody } from '../../durable-objects/protocol.js';
+import { errorLogLine, log } from '../log.js';
 
 export type ApiErrorType =
   | 'invalid_request_error'
@@ -143,10 +144,16 @@ export function errorResponse(e: ApiError): Response {
   return new Response(JSON.stringify(errorBody(e)), { status: e.status, headers: errorHeaders(e, true) });
 }
 
-/** Hono `app.onError`: every thrown error leaves as the OpenAI error object; stack traces only in the log. */
+/**
+ * Hono `app.onError`: every thrown error leaves as the OpenAI error object. Each is logged as one JSON line
+ * with the request id (workers/log.ts): type, code and message; for a 5xx also its stack, which only the log sees.
+ */
 export const onError: ErrorHandler = function onApiError(err, c) {
   const e = toApiError(err);
-  if (e.status >= 500) console.error(`${c.req.method} ${c.req.path}: ${describe(err)}`);
+  log(
+    errorLogLine(c, e, e.status >= 500 ? describe(err) : null),
+    (c.env as { LOG_LEVEL?: string } | undefined)?.LOG_LEVEL,
+  );
   return c.json(errorBody(e), e.status, errorHeaders(e, false));
 };
 

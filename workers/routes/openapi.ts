@@ -13,6 +13,7 @@ import {
   SessionMessageRequestSchema,
   TokenizeRequestSchema,
 } from '../api/schemas.js';
+import { ResponseCreateRequestSchema } from '../api/responses-schemas.js';
 
 export const openapi = new Hono<AppEnv>();
 
@@ -38,6 +39,7 @@ const ROUTES: Route[] = [
   },
   { method: 'get', path: '/v1/models', summary: 'The served model' },
   { method: 'get', path: '/health', summary: '200 once the model is loaded, else 503' },
+  { method: 'get', path: '/metrics', summary: 'Prometheus text exposition (version 0.0.4) of the request metrics' },
   { method: 'post', path: '/v1/sessions', summary: 'Create a session', body: CreateSessionRequestSchema },
   { method: 'get', path: '/v1/sessions/{id}', summary: 'Transcript, turn log, state statistics' },
   { method: 'delete', path: '/v1/sessions/{id}', summary: 'Delete a session' },
@@ -48,6 +50,14 @@ const ROUTES: Route[] = [
     summary: 'Fork a session at a turn',
     body: ForkSessionRequestSchema,
   },
+  {
+    method: 'post',
+    path: '/v1/responses',
+    summary: 'Responses API (JSON or typed SSE); previous_response_id continues from stored state',
+    body: ResponseCreateRequestSchema,
+  },
+  { method: 'get', path: '/v1/responses/{id}', summary: 'A stored response' },
+  { method: 'delete', path: '/v1/responses/{id}', summary: 'Delete a stored response' },
   { method: 'post', path: '/tokenize', summary: 'Token ids of a prompt or chat', body: TokenizeRequestSchema },
   { method: 'post', path: '/detokenize', summary: 'Text of token ids', body: DetokenizeRequestSchema },
 ];

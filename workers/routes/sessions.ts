@@ -18,7 +18,8 @@ import {
 import { sseResponse } from '../api/sse.js';
 import { sessionMessageToTurn } from '../api/to-turn.js';
 import { openTurn, sessionStub } from '../do-client.js';
-import { defaultMaxTokens, modelId } from './models.js';
+import { checkMaxTokens, limitsOf } from '../limits.js';
+import { modelId } from './models.js';
 import type { ForkData, SessionInfo } from '../../durable-objects/session-do.js';
 
 export const sessions = new Hono<AppEnv>();
@@ -48,11 +49,15 @@ sessions.post('/v1/sessions', async function createSession(c) {
 
 sessions.post('/v1/sessions/:id/messages', async function postMessage(c) {
   const body = await parseBody(SessionMessageRequestSchema, c.req.raw);
+  const limits = limitsOf(c.env);
+  checkMaxTokens(limits, { max_tokens: body.max_tokens });
   const stub = sessionStub(c.env, c.req.param('id'));
-  const events = await openTurn(stub, sessionMessageToTurn(body, defaultMaxTokens(c.env)), {
-    mode: 'session',
-    owner: c.get('owner'),
-  });
+  const events = await openTurn(
+    stub,
+    sessionMessageToTurn(body, limits.defaultMaxTokens),
+    { mode: 'session', owner: c.get('owner') },
+    c.get('metrics'),
+  );
   const opts = {
     model: modelId(c.env),
     returnTokenIds: body.return_token_ids === true,
