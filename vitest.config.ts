@@ -1,5 +1,12 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { cloudflareTest } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
+
+// wrangler.toml's [assets] directory must exist for wrangler to read the config (the workerd project does);
+// it is build output (npm run build:web), so a clean clone has none: an empty one serves no page, and the
+// browser project's server (`hymba dev`) builds the page into it.
+mkdirSync(join(import.meta.dirname, 'workers', 'playground', 'dist'), { recursive: true });
 
 export default defineConfig({
   test: {
@@ -22,6 +29,17 @@ export default defineConfig({
           include: ['tests/workerd/**/*.test.ts'],
           // Node side: writes the tiny model and Node's reference logits, handed over with provide/inject
           globalSetup: ['tests/workerd/global-setup.ts'],
+          testTimeout: 120_000,
+          hookTimeout: 300_000,
+        },
+      },
+      {
+        test: {
+          name: 'browser',
+          include: ['tests/browser/**/*.test.ts'],
+          environment: 'node',
+          // starts `hymba dev` (as `npm start` does) on a free port; finds Debian's chromium
+          globalSetup: ['tests/browser/global-setup.ts'],
           testTimeout: 120_000,
           hookTimeout: 300_000,
         },

@@ -5,7 +5,7 @@
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { GRAPH_VERSION, MANIFEST_FILE, parseManifest } from '../../engine/manifest.js';
 import { convertDir, exists } from '../model-dir.js';
@@ -68,13 +68,42 @@ async function upload(dir: string): Promise<string> {
   return prefix;
 }
 
+const PLAYGROUND = join(ROOT, 'workers', 'playground');
+
+/** Newest modification time of the files under `dir` (0 when there are none). */
+async function newestMtime(dir: string, skip: Set<string>): Promise<number> {
+  let newest = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    if (skip.has(entry.name)) continue;
+    const path = join(dir, entry.name);
+    const t = entry.isDirectory() ? await newestMtime(path, skip) : (await stat(path)).mtimeMs;
+    newest = Math.max(newest, t);
+  }
+  return newest;
+}
+
+/**
+ * Build the playground page (workers/playground -> dist/, which wrangler.toml's [assets] serves) unless dist/
+ * is newer than every source file. The same as `npm run build:web`; vite is loaded only when it builds.
+ */
+export async function buildPlayground(log: (line: string) => void = console.log): Promise<void> {
+  const built = join(PLAYGROUND, 'dist', 'index.html');
+  const builtAt = (await exists(built)) ? (await stat(built)).mtimeMs : 0;
+  if (builtAt > (await newestMtime(PLAYGROUND, new Set(['dist', 'node_modules'])))) return;
+  const t0 = performance.now();
+  const { build } = await import('vite');
+  await build({ configFile: join(PLAYGROUND, 'vite.config.ts'), logLevel: 'warn' });
+  log(`[hymba dev] built the playground page in ${Math.round(performance.now() - t0)} ms`);
+}
+
 export async function runDev(argv: string[]): Promise<void> {
   const { values } = parse(argv, { model: { type: 'string' }, port: { type: 'string', default: '8787' } }, 0);
   const model = values.model ?? process.env.HYMBA_MODEL;
+  await buildPlayground();
   const dir = model ? await modelDir(model) : await defaultModel();
   const prefix = await upload(dir);
   const port = String(intFlag(values.port, 'port', 1));
-  console.log(`[hymba dev] serving ${dir} on http://127.0.0.1:${port}`);
+  console.log(`[hymba dev] serving ${dir} on http://127.0.0.1:${port} (playground: http://127.0.0.1:${port}/)`);
   const child = spawn(
     process.execPath,
     [WRANGLER, 'dev', '--ip', '127.0.0.1', '--port', port, '--persist-to', PERSIST, '--var', `MODEL_PREFIX:${prefix}`],
