@@ -45,8 +45,12 @@ function encodeText(tok: HymbaTokenizer, text: string): number[] {
   return tok.encode(text, { addBos: tok.addBosToken && !templateEmitsBos(text, tok.bosToken) });
 }
 
-/** Messages rendered with the model's chat template (or the Hymba Instruct default), as ids. */
-function encodeConversation(
+/**
+ * Messages rendered with the model's chat template (or the Hymba Instruct default), as ids. Without a
+ * generation prompt and with the turn's tools this is the canonical state's token list after a turn
+ * (renderedWithReply); session handoff uploads are checked against it.
+ */
+export function encodeConversation(
   tok: HymbaTokenizer,
   messages: ChatMessage[],
   tools: readonly ToolSpec[],
@@ -403,7 +407,7 @@ export async function* runTurn(
     let tail = result.tail;
     if (parser) {
       const a = parser.push(tail);
-      const b = parser.flush();
+      const b = parser.flush({ dropUnterminated: grammar !== null });
       tail = a.content + b.content;
       yield* toolCallEvents([...a.calls, ...b.calls]);
     }

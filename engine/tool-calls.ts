@@ -110,10 +110,15 @@ export class ToolCallParser {
     }
   }
 
-  /** The end of the output: an unterminated block and held text are content. */
-  flush(): ParsedChunk {
+  /**
+   * The end of the output: held text is content, and so is an unterminated block — unless
+   * `dropUnterminated`: under a tool-call grammar such a block can only be a call cut by max_tokens, which
+   * is not message text.
+   */
+  flush(opts: { dropUnterminated?: boolean } = {}): ParsedChunk {
     const out: ParsedChunk = { content: '', calls: [] };
-    const rest = (this.block !== null ? this.format.start + this.block : '') + this.pending;
+    const open = this.block !== null && !opts.dropUnterminated ? this.format.start + this.block : '';
+    const rest = open + (this.block !== null && opts.dropUnterminated ? '' : this.pending);
     this.block = null;
     this.pending = '';
     this.content(out, rest);

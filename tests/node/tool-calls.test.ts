@@ -97,6 +97,17 @@ describe('ToolCallParser', () => {
     expect(p.push(' </toolcall>').calls).toEqual([{ name: 'add', arguments: '{}' }]);
   });
 
+  it('drops a block cut short when asked (a call truncated by max_tokens under a tool grammar)', () => {
+    const p = new ToolCallParser(NAMES);
+    const a = p.push('<toolcall> {"name": "add", "arguments": {}} </toolcall>\n<toolcall> {"name": "ad');
+    expect(a.calls).toEqual([{ name: 'add', arguments: '{}' }]);
+    expect(p.flush({ dropUnterminated: true })).toEqual({ content: '', calls: [] });
+    const q = new ToolCallParser(NAMES);
+    q.push('Hi <tool');
+    // a pending marker prefix outside a block is still text
+    expect(q.flush({ dropUnterminated: true }).content).toBe(' <tool');
+  });
+
   it('uses a configured format', () => {
     const p = new ToolCallParser(NAMES, { start: '[CALL]', end: '[/CALL]' });
     const a = p.push('[CALL]{"name": "add", "arguments": {"a": 1}}[/CALL]');
