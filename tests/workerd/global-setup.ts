@@ -1,7 +1,7 @@
 // Runs in Node before the workerd tests: writes the tiny test model, converts it, and computes the logits
 // that Node gets from it, so the workerd tests can check the same model gives the same numbers there.
 
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import {
@@ -28,7 +28,8 @@ import {
   type ExpectedTurn,
 } from './scenario.js';
 
-const ROOT = join(process.cwd(), 'node_modules', '.cache', 'hymba-workerd-test');
+/** Parent of each run's own scratch directory (runs side by side must not share files). */
+const CACHE = join(process.cwd(), 'node_modules', '.cache');
 const SEED = 7;
 /** The tiny model as the Worker serves it: split every way a stage can split a model (tests/helpers). */
 const STAGES = TINY_SLICED_PLAN;
@@ -55,10 +56,11 @@ declare module 'vitest' {
 
 export default async function setup(project: TestProject): Promise<void> {
   const t0 = performance.now();
+  await mkdir(CACHE, { recursive: true });
+  const ROOT = await mkdtemp(join(CACHE, 'hymba-workerd-test-'));
   const hfDir = join(ROOT, 'hf');
   const convertedDir = join(ROOT, 'converted');
   const stagedDir = join(ROOT, 'staged');
-  await rm(ROOT, { recursive: true, force: true });
   await makeTestModel(hfDir, { preset: 'tiny', seed: SEED });
   // the expectations come from the engine alone on a one-stage conversion; the Worker serves the same
   // checkpoint split into stages, so every API test also checks the distributed path against the engine
@@ -95,6 +97,7 @@ export default async function setup(project: TestProject): Promise<void> {
     );
   } finally {
     await engine.release();
+    await rm(ROOT, { recursive: true, force: true }); // everything needed was read into memory
   }
   console.log(
     `[workerd setup] tiny model written, converted and run in Node in ${(performance.now() - t0).toFixed(0)} ms`,
