@@ -21,7 +21,27 @@ import {
 } from './session-store.js';
 import type { StageLoadInfo } from './stage-do.js';
 import { StagePipeline, stageRoutes } from './stage-pipeline.js';
-import { detokenizeIds, prepareTurn, runTurn, tokenizeInput, TurnError, type TokenizeInput } from './turn.js';
+import {
+  detokenizeIds,
+  encodeConversation,
+  KEEP_SNAPSHOTS,
+  prepareTurn,
+  runTurn,
+  tokenizeInput,
+  TurnError,
+  type TokenizeInput,
+} from './turn.js';
+import { stageSpecOf } from '../engine/manifest.js';
+import {
+  checkWholeState,
+  deserializeState,
+  mergeStageStates,
+  serializeState,
+  splitState,
+  StateFingerprintError,
+  StateFormatError,
+  type HymbaState,
+} from '../engine/state.js';
 import type { LoadTiming } from './timed-source.js';
 
 /** How the model was loaded: the front here, each stage in its own object. */
@@ -105,6 +125,39 @@ export interface StoredResponse {
   output: StoredMessage[];
 }
 
+/** What a client needs to continue a session from its downloaded state (session handoff). */
+export interface HandoffMeta {
+  fingerprint: string;
+  /** the turn the state ends */
+  turn: number;
+  /** the state's absolute position: meta tokens + tokens.length */
+  position: number;
+  /** the token ids the state covers (meta tokens excluded): the transcript up to `turn`, rendered */
+  tokens: number[];
+  /** the transcript up to `turn` */
+  messages: StoredMessage[];
+  /** bytes of the whole-model state in the engine's snapshot format */
+  bytes: number;
+}
+
+/** A session's state, sent back by a client that continued it elsewhere (session handoff). */
+export interface HandoffUpload {
+  /** the session's last turn when the client took the state; it must still be the last */
+  baseTurn: number;
+  /** the messages since baseTurn: each turn one or more user/tool messages, then the assistant's reply */
+  messages: ChatMessage[];
+  /** every token id the uploaded state covers (meta tokens excluded) */
+  tokens: number[];
+}
+
+export interface HandoffResult {
+  /** the session's last turn after the commit */
+  turn: number;
+  tokens: number;
+  /** bytes of the state as the stages store it */
+  snapshotBytes: number;
+}
+
 export interface SessionInfo {
   created: number;
   messages: StoredMessage[];
@@ -157,6 +210,83 @@ const busy = (): TurnError =>
     param: null,
     message: 'The session is busy with another turn; retry when it has finished.',
   });
+
+const noSnapshot = (turn: number, why: string): TurnError =>
+  new TurnError({
+    status: 409,
+    type: 'conflict_error',
+    code: 'no_snapshot',
+    param: null,
+    message: `The session has no stored state for its last turn (turn ${turn}): ${why}. Send the session a message (its state is stored after every turn) or continue it from its transcript.`,
+  });
+
+const snapshotInvalid = (message: string, code = 'snapshot_invalid', param: string | null = 'state'): TurnError =>
+  new TurnError({ status: 400, type: 'invalid_request_error', code, param, message });
+
+/** A byte stream of `bytes` in 1 MiB chunks (RPC messages are limited; streams are not). */
+function streamOf(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  let o = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (o >= bytes.length) return controller.close();
+      controller.enqueue(bytes.slice(o, o + (1 << 20)));
+      o += 1 << 20;
+    },
+  });
+}
+
+/** The stream's bytes, or null once they pass `max`. */
+async function readAll(stream: ReadableStream<Uint8Array>, max: number): Promise<Uint8Array | null> {
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  const reader = stream.getReader();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      n += value.length;
+      if (n > max) return null;
+      parts.push(value);
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** The turns of a handoff's messages: each one or more user/tool messages, then one assistant message. */
+function handoffTurns(messages: ChatMessage[]): ChatMessage[][] {
+  const bad = (i: number, why: string): TurnError => invalidMeta(`messages[${i}]: ${why}`, `meta.messages[${i}]`);
+  if (messages.length === 0)
+    throw invalidMeta('at least one turn (a user message and the reply) is needed', 'meta.messages');
+  const turns: ChatMessage[][] = [];
+  let current: ChatMessage[] = [];
+  messages.forEach((m, i) => {
+    if (m.role === 'assistant') {
+      if (current.length === 0) throw bad(i, 'an assistant message must follow a user or tool message');
+      turns.push([...current, m]);
+      current = [];
+    } else if (m.role === 'user' || m.role === 'tool') current.push(m);
+    else throw bad(i, `role ${m.role} cannot be part of a turn (the system message is the session's)`);
+  });
+  if (current.length > 0)
+    throw bad(messages.length - 1, 'the messages must end with the assistant reply the state covers');
+  return turns;
+}
+
+const invalidMeta = (message: string, param: string): TurnError =>
+  new TurnError({ status: 400, type: 'invalid_request_error', code: null, param, message });
+
+const asErrorValue = (e: unknown): { error: ApiErrorBody } => {
+  if (e instanceof TurnError) return { error: e.body };
+  throw e;
+};
 
 export class SessionDO extends DurableObject<Env> {
   private busy = false;
@@ -275,6 +405,11 @@ export class SessionDO extends DurableObject<Env> {
     return meta;
   }
 
+  /** As owned, and a session of the session API (a prompt_cache_key object has no transcript to hand off). */
+  private ownedSession(owner: string | null): void {
+    if (this.owned(owner).kind !== 'session') throw notFound('session');
+  }
+
   async info(owner: string | null): Promise<SessionInfo> {
     this.owned(owner);
     const s = this.store;
@@ -378,6 +513,173 @@ export class SessionDO extends DurableObject<Env> {
     if (slices.some((b) => b === null)) return; // the fork re-prefills its transcript instead
     await Promise.all(to.map((st, k) => st.stub.importSlice(this.sessionKey, id, slices[k]!)));
     this.store.importSnapshot(snap.turn, { id, fingerprint: snap.fingerprint, tokens: snap.tokens, bytes: snap.bytes });
+  }
+
+  // ---- session handoff: the state leaves the edge (a browser continues locally) and comes back ----
+
+  /**
+   * The session's newest state as one whole-model snapshot (every stage's slice, merged) with what a client
+   * needs to continue it; `withState` false: the description only. Errors as values (RPC loses classes): 404
+   * for another key's session, 409 `no_snapshot` when the last turn's state is not stored (none yet, dropped).
+   */
+  async exportHandoff(
+    owner: string | null,
+    withState: boolean,
+  ): Promise<{ meta: HandoffMeta; state: ReadableStream<Uint8Array> | null } | { error: ApiErrorBody }> {
+    try {
+      this.ownedSession(owner);
+      const front = await frontFor(this.env, this.prefix);
+      const s = this.store;
+      const turn = s.lastTurn();
+      const snap = s.snapshots()[0];
+      const messages = s.messages(turn);
+      if (!snap || snap.turn !== turn) throw noSnapshot(turn, turn === 0 ? 'no turn has run yet' : 'it was dropped');
+      if (snap.fingerprint !== front.fingerprint) throw noSnapshot(turn, 'it belongs to another model');
+      const d = front.model.dims;
+      const routes = stageRoutes(this.env, front, this.prefix, this.sessionKey);
+      const slices = await Promise.all(routes.map((st) => st.stub.exportSlice(this.sessionKey, snap.id)));
+      let merged: HymbaState;
+      try {
+        const states = slices.map((b, k) => {
+          if (!b) throw new StateFormatError(`stage ${k} no longer holds its slice`);
+          return deserializeState(d, b, front.fingerprint);
+        });
+        merged = mergeStageStates(d, front.manifest.stages.map(stageSpecOf), states);
+      } catch (e) {
+        if (!(e instanceof StateFormatError)) throw e;
+        console.warn(`snapshot ${snap.id} cannot be exported: ${e.message}`);
+        throw noSnapshot(turn, 'it is incomplete');
+      }
+      if (merged.position !== d.M + snap.tokens.length) throw noSnapshot(turn, 'it is inconsistent');
+      const bytes = serializeState(d, merged, front.fingerprint);
+      const meta: HandoffMeta = {
+        fingerprint: front.fingerprint,
+        turn,
+        position: merged.position,
+        tokens: snap.tokens,
+        messages,
+        bytes: bytes.length,
+      };
+      return { meta, state: withState ? streamOf(bytes) : null };
+    } catch (e) {
+      return asErrorValue(e);
+    }
+  }
+
+  /**
+   * Take back a state a client continued elsewhere: validate everything first (owner, busy, the snapshot's
+   * format, checksum, model and layout, its position against `tokens`, base turn, and that `tokens` are the
+   * transcript + new messages as a turn here would render them), then commit as a turn does: the stages store
+   * their slices under a fresh snapshot id, one transaction appends the turns and indexes the snapshot, then
+   * older slices go. A failure before the transaction leaves the session exactly as it was.
+   */
+  async importHandoff(
+    owner: string | null,
+    upload: HandoffUpload,
+    state: ReadableStream<Uint8Array>,
+    maxBytes: number,
+  ): Promise<HandoffResult | { error: ApiErrorBody }> {
+    try {
+      this.ownedSession(owner);
+      if (this.busy) throw busy();
+    } catch (e) {
+      await state.cancel().catch(() => undefined);
+      return asErrorValue(e);
+    }
+    this.busy = true; // a turn that starts meanwhile gets 409, as does a second upload
+    try {
+      return await this.takeHandoff(upload, state, maxBytes);
+    } catch (e) {
+      return asErrorValue(e);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async takeHandoff(
+    upload: HandoffUpload,
+    stream: ReadableStream<Uint8Array>,
+    maxBytes: number,
+  ): Promise<HandoffResult> {
+    const bytes = await readAll(stream, maxBytes);
+    if (!bytes)
+      throw new TurnError({
+        status: 413,
+        type: 'invalid_request_error',
+        code: 'request_too_large',
+        param: 'state',
+        message: `The state is larger than the limit of ${maxBytes} bytes.`,
+      });
+    const front = await frontFor(this.env, this.prefix);
+    const d = front.model.dims;
+    let state: HymbaState;
+    try {
+      state = deserializeState(d, bytes, front.fingerprint);
+      checkWholeState(d, state);
+    } catch (e) {
+      if (e instanceof StateFingerprintError)
+        throw snapshotInvalid(
+          `The state belongs to model ${e.found}; this server runs model ${e.expected}.`,
+          'snapshot_fingerprint_mismatch',
+        );
+      if (e instanceof StateFormatError) throw snapshotInvalid(`The state is not a usable snapshot: ${e.message}.`);
+      throw snapshotInvalid('The state is not a usable snapshot: its header is unreadable.');
+    }
+    const { tokens } = upload;
+    if (state.position !== d.M + tokens.length)
+      throw snapshotInvalid(
+        `The state is at position ${state.position} (${d.M} meta tokens + ${state.position - d.M}), ` +
+          `but meta.tokens has ${tokens.length} ids.`,
+      );
+    const s = this.store;
+    const last = s.lastTurn();
+    if (upload.baseTurn !== last)
+      throw new TurnError({
+        status: 409,
+        type: 'conflict_error',
+        code: 'session_moved_on',
+        param: 'meta.base_turn',
+        message: `The session's last turn is ${last}, not ${upload.baseTurn}: it was continued meanwhile. Download its state again.`,
+      });
+    const turns = handoffTurns(upload.messages);
+    const tok = front.tokenizer;
+    if (!tok) throw invalidMeta('this model has no tokenizer: its sessions cannot be handed off', 'meta.messages');
+    const history: ChatMessage[] = s.messages().map(({ turn: _turn, ...m }) => m);
+    let rendered: number[];
+    try {
+      rendered = encodeConversation(tok, [...history, ...upload.messages], [], false);
+    } catch (e) {
+      throw invalidMeta(e instanceof Error ? e.message : String(e), 'meta.messages');
+    }
+    const differs = rendered.findIndex((id, i) => tokens[i] !== id);
+    if (differs >= 0 || rendered.length !== tokens.length) {
+      const at = differs >= 0 ? differs : Math.min(rendered.length, tokens.length);
+      throw snapshotInvalid(
+        `meta.tokens (${tokens.length} ids) are not the transcript and the new messages as this server renders ` +
+          `them (${rendered.length} ids): they differ from index ${at}.`,
+        'snapshot_tokens_mismatch',
+        'meta.tokens',
+      );
+    }
+    // valid: commit as a turn does (docs/serving.md, commit protocol)
+    const specs = front.manifest.stages.map(stageSpecOf);
+    const slices = splitState(d, specs, state).map((p) => serializeState(d, p, front.fingerprint));
+    const routes = stageRoutes(this.env, front, this.prefix, this.sessionKey);
+    const id = s.allocateSnapshotId();
+    await Promise.all(routes.map((st, k) => st.stub.importSlice(this.sessionKey, id, slices[k]!))); // 1. the slices
+    const snapshotBytes = slices.reduce((n, b) => n + b.length, 0);
+    const { turn, keep } = s.commitHandoff({
+      // 2. current, atomically with the turns
+      baseTurn: upload.baseTurn,
+      turns,
+      snapshot: { id, fingerprint: front.fingerprint, tokens, bytes: snapshotBytes },
+      keepSnapshots: KEEP_SNAPSHOTS,
+    });
+    // 3. only now may older slices go; a failure here leaves garbage the next commit removes
+    await Promise.all(routes.map((st) => st.stub.retain(this.sessionKey, keep))).catch((e: unknown) =>
+      console.warn('dropping old snapshots failed:', e),
+    );
+    return { turn, tokens: tokens.length, snapshotBytes };
   }
 
   /**

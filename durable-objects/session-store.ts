@@ -63,6 +63,20 @@ export interface CommitTurn {
   responseId?: string;
 }
 
+/** Turns a client ran elsewhere (session handoff), committed with the state it uploaded. */
+export interface CommitHandoff {
+  /** the session's last turn the uploaded turns follow; the commit fails if the session has moved on */
+  baseTurn: number;
+  /** each new turn's messages (one or more user/tool messages, then one assistant message) */
+  turns: ChatMessage[][];
+  /** the uploaded state, which the stages have just stored under `id`: the last new turn's snapshot */
+  snapshot: NewSnapshot;
+  keepSnapshots: number;
+}
+
+/** finish_reason of a turn that was not run here but uploaded with its state (session handoff) */
+export const HANDOFF_FINISH_REASON = 'handoff';
+
 export interface NewSnapshot {
   id: number;
   fingerprint: string;
@@ -232,6 +246,35 @@ export class SessionStore {
       const all = this.snapshots();
       for (const s of all.slice(c.keepSnapshots)) this.dropSnapshot(s.id);
       return { turn, snapshotId, keep: all.slice(0, c.keepSnapshots).map((s) => s.id) };
+    });
+  }
+
+  /**
+   * Append turns run elsewhere (session handoff) with the uploaded state as the last one's snapshot, atomically;
+   * then trim old snapshots. Their token counts are unknown here: 0, finish_reason "handoff".
+   */
+  commitHandoff(c: CommitHandoff): { turn: number; keep: number[] } {
+    return this.storage.transactionSync(() => {
+      if (this.lastTurn() !== c.baseTurn)
+        throw new Error(`the session's last turn is ${this.lastTurn()}, not ${c.baseTurn}`);
+      if (c.turns.length === 0) throw new Error('a handoff commits at least one turn');
+      let turn = c.baseTurn;
+      c.turns.forEach((messages, k) => {
+        turn++;
+        for (const m of messages) this.insertMessage(turn, m);
+        const snapshotId = k === c.turns.length - 1 ? this.insertSnapshot(turn, c.snapshot) : null;
+        this.sql.exec(
+          `INSERT INTO turns (turn, prompt_tokens, completion_tokens, cached_tokens, finish_reason, snapshot_id, created)
+           VALUES (?, 0, 0, 0, ?, ?, ?)`,
+          turn,
+          HANDOFF_FINISH_REASON,
+          snapshotId,
+          Date.now(),
+        );
+      });
+      const all = this.snapshots();
+      for (const s of all.slice(c.keepSnapshots)) this.dropSnapshot(s.id);
+      return { turn, keep: all.slice(0, c.keepSnapshots).map((s) => s.id) };
     });
   }
 

@@ -79,6 +79,79 @@ export function emptyStageState(d: HymbaDims, spec: StageSpec): HymbaState {
   return stageState(d, spec, emptyState(d));
 }
 
+/**
+ * The whole-model state of a snapshot held as per-stage slices (`states[k]` is stage `specs[k]`'s share, as
+ * stageState makes it): every layer's entry taken from the stage that holds its mixer; mirror entries (copies
+ * of producers' K/V) are checked and skipped. Throws StateFormatError unless every layer is present exactly
+ * once, every stage holds exactly its own layers and mirrors, and all positions agree. The inverse of
+ * splitState; arrays are shared, not copied.
+ */
+export function mergeStageStates(d: HymbaDims, specs: readonly StageSpec[], states: readonly HymbaState[]): HymbaState {
+  if (specs.length !== states.length)
+    throw new StateFormatError(`${states.length} stage states for ${specs.length} stages`);
+  if (states.length === 0) throw new StateFormatError('no stage states to merge');
+  const position = states[0]!.position;
+  const layers: (LayerState | undefined)[] = new Array(d.L);
+  const mirrors: { stage: number; layer: number; kvLen: number }[] = [];
+  specs.forEach((spec, k) => {
+    const s = states[k]!;
+    if (s.position !== position)
+      throw new StateFormatError(`stage ${k} is at position ${s.position}, stage 0 at ${position}`);
+    const own = new Set(mixerLayers(spec));
+    const mirrored = new Set(spec.kvIn ?? []);
+    s.layers.forEach((l, i) => {
+      if (l && !own.has(i) && !mirrored.has(i)) throw new StateFormatError(`stage ${k} holds layer ${i}, not its own`);
+    });
+    for (const i of own) {
+      const l = s.layers[i];
+      if (!l || isMirror(l)) throw new StateFormatError(`stage ${k} has no layer ${i}`);
+      if (layers[i]) throw new StateFormatError(`layer ${i} is held by two stages`);
+      layers[i] = l;
+    }
+    for (const p of mirrored) {
+      const l = s.layers[p];
+      if (!l || !isMirror(l)) throw new StateFormatError(`stage ${k} has no mirror of layer ${p}`);
+      mirrors.push({ stage: k, layer: p, kvLen: l.kvLen });
+    }
+  });
+  for (let i = 0; i < d.L; i++) if (!layers[i]) throw new StateFormatError(`no stage holds layer ${i}`);
+  for (const m of mirrors)
+    if (layers[m.layer]!.kvLen !== m.kvLen)
+      throw new StateFormatError(`stage ${m.stage}'s mirror of layer ${m.layer} differs from the layer`);
+  return { position, layers };
+}
+
+/** Each stage's share of a whole-model state (stageState per spec): what the stages of a pipeline hold. */
+export function splitState(d: HymbaDims, specs: readonly StageSpec[], full: HymbaState): HymbaState[] {
+  return specs.map((spec) => stageState(d, spec, full));
+}
+
+/**
+ * Checks a whole-model state (one that came from outside, e.g. a client's upload): every layer present, none
+ * a mirror, conv/SSM sizes as the model's, producers holding kvEntries(d, layer, position) K/V entries and
+ * consumers none. Throws StateFormatError naming the first problem.
+ */
+export function checkWholeState(d: HymbaDims, s: HymbaState): void {
+  if (!(Number.isInteger(s.position) && s.position >= 0 && s.position <= d.maxPositions))
+    throw new StateFormatError(`position ${s.position} is outside the model's context`);
+  for (let i = 0; i < d.L; i++) {
+    const l = s.layers[i];
+    if (!l) throw new StateFormatError(`layer ${i} is missing`);
+    if (isMirror(l)) throw new StateFormatError(`layer ${i} is a mirror entry, not a whole layer`);
+    if (l.conv.length !== (d.dConv - 1) * d.dIn || l.ssm.length !== d.dIn * d.dState)
+      throw new StateFormatError(`layer ${i} has the wrong conv/SSM size`);
+    if (!isProducer(d, i)) {
+      if (l.key || l.value || l.kvLen !== 0) throw new StateFormatError(`layer ${i} holds K/V but is no producer`);
+      continue;
+    }
+    const want = kvEntries(d, i, s.position);
+    if (l.kvLen !== want) throw new StateFormatError(`layer ${i} holds ${l.kvLen} K/V entries, expected ${want}`);
+    if (l.key?.length !== d.kvHeads * want * d.dqk || l.value?.length !== d.kvHeads * want * d.dv)
+      throw new StateFormatError(`layer ${i} has the wrong K/V size`);
+  }
+  if (s.layers.length > d.L) throw new StateFormatError(`the state has more than ${d.L} layers`);
+}
+
 export function cloneState(s: HymbaState): HymbaState {
   return {
     position: s.position,
@@ -148,6 +221,17 @@ export class StateFormatError extends Error {
   constructor(message: string) {
     super(`state snapshot rejected: ${message}`);
     this.name = 'StateFormatError';
+  }
+}
+
+/** A well-formed snapshot of another model (its header names another fingerprint). */
+export class StateFingerprintError extends StateFormatError {
+  constructor(
+    readonly found: string,
+    readonly expected: string,
+  ) {
+    super(`it belongs to model ${found}, not ${expected}`);
+    this.name = 'StateFingerprintError';
   }
 }
 
@@ -226,20 +310,21 @@ export function deserializeState(d: HymbaDims, bytes: Uint8Array, fingerprint: s
   } catch {
     throw new StateFormatError('unreadable header');
   }
-  if (header.fingerprint !== fingerprint)
-    throw new StateFormatError(`it belongs to model ${header.fingerprint}, not ${fingerprint}`);
+  if (header.fingerprint !== fingerprint) throw new StateFingerprintError(String(header.fingerprint), fingerprint);
   if (JSON.stringify(header.dims) !== JSON.stringify(shapeOf(d))) throw new StateFormatError('layout differs');
   const state: HymbaState = { position: header.position, layers: new Array(d.L) };
   let o = align4(16 + headerLen);
   const take = (count: number, dtype: 'f32' | 'f16'): Float32Array => {
     const n = count * (dtype === 'f32' ? 4 : 2);
     if (o + n > end) throw new StateFormatError('truncated tensor data');
-    const copy = bytes.slice(o, o + n); // aligned copy
+    const copy = new Uint8Array(bytes.subarray(o, o + n)); // an aligned copy (a Node Buffer's slice would be a view)
     o += align4(n);
     return dtype === 'f32' ? new Float32Array(copy.buffer) : f16ToF32(new Uint16Array(copy.buffer));
   };
+  if (!Array.isArray(header.layers)) throw new StateFormatError('unreadable header');
   for (const { index, kvLen, kvOnly } of header.layers) {
     if (!(index >= 0 && index < d.L)) throw new StateFormatError(`layer ${index} is outside the model`);
+    if (state.layers[index]) throw new StateFormatError(`layer ${index} appears twice`);
     const producer = isProducer(d, index);
     if (producer && kvLen !== kvEntries(d, index, header.position))
       throw new StateFormatError(

@@ -46,6 +46,8 @@ export interface Env {
   MAX_PROMPT_TOKENS?: string;
   /** largest request body in bytes (default 1048576) */
   MAX_BODY_BYTES?: string;
+  /** largest state a client may send back (POST /v1/sessions/:id/snapshot), in bytes (default 64 MiB) */
+  MAX_SNAPSHOT_BYTES?: string;
   /** least level of the JSON log lines written: info (default), warn, error or off */
   LOG_LEVEL?: string;
 }

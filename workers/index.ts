@@ -8,8 +8,10 @@ import { ownerOf, rateLimit } from './auth.js';
 import { limitBody } from './limits.js';
 import { observeRequests } from './observability.js';
 import { completions } from './routes/completions.js';
+import { handoff } from './routes/handoff.js';
 import { metrics } from './routes/metrics.js';
 import { models } from './routes/models.js';
+import { modelFiles } from './routes/model-files.js';
 import { openapi } from './routes/openapi.js';
 import { responses } from './routes/responses.js';
 import { sessions } from './routes/sessions.js';
@@ -42,7 +44,7 @@ app.use(async function corsFromEnv(c, next) {
   return cors({
     origin: allowed.includes('*') ? '*' : allowed,
     allowHeaders: ['authorization', 'content-type', 'x-request-id'],
-    exposeHeaders: ['x-request-id', 'retry-after'],
+    exposeHeaders: ['x-request-id', 'retry-after', 'x-hymba-fingerprint', 'x-hymba-turn', 'x-hymba-position'],
     maxAge: 600,
   })(c, next);
 });
@@ -58,9 +60,12 @@ app.use(async function authenticate(c, next) {
   c.set('owner', owner);
   await next();
 });
+/** Session handoff (before the body limit: an uploaded state has its own, MAX_SNAPSHOT_BYTES). */
+app.route('/', handoff);
 /** Request bodies over MAX_BODY_BYTES: 413 (workers/limits.ts). */
 app.use(limitBody);
 app.route('/', models);
+app.route('/', modelFiles);
 app.route('/', completions);
 app.route('/', sessions);
 app.route('/', responses);

@@ -51,6 +51,17 @@ const ROUTES: Route[] = [
     body: ForkSessionRequestSchema,
   },
   {
+    method: 'get',
+    path: '/v1/sessions/{id}/snapshot',
+    summary: 'Handoff: the state after the last turn as one whole-model snapshot (application/octet-stream)',
+  },
+  { method: 'get', path: '/v1/sessions/{id}/snapshot/meta', summary: 'Handoff: what the snapshot covers' },
+  {
+    method: 'post',
+    path: '/v1/sessions/{id}/snapshot',
+    summary: 'Handoff: send a state back (multipart/form-data: meta JSON {base_turn, messages, tokens}, state file)',
+  },
+  {
     method: 'post',
     path: '/v1/responses',
     summary: 'Responses API (JSON or typed SSE); previous_response_id continues from stored state',
