@@ -48,14 +48,45 @@ export async function parseBody<S extends z.ZodType>(
   return parseValue(schema, json);
 }
 
+/**
+ * How deeply arrays and objects may nest in a request body (the body itself is level 1). No request of these
+ * APIs needs more (a tool's JSON schema nested 25 deep is about level 55), and deeper values would exhaust the
+ * stack of what walks them recursively: the JSON-schema grammar compiler, the chat template, the RPC serializer.
+ */
+export const MAX_BODY_DEPTH = 64;
+
 /** Validates an already-parsed JSON value (the body must be an object). */
 export function parseValue<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw ApiError.invalidRequest(`The request body must be a JSON object, not ${typeName(value)}.`);
   }
+  const deep = tooDeep(value, MAX_BODY_DEPTH);
+  if (deep !== null) {
+    const where = formatPath(deep);
+    throw ApiError.invalidRequest(
+      `Invalid value for '${where.length > 80 ? `${where.slice(0, 77)}...` : where}': ` +
+        `arrays and objects nest more than ${MAX_BODY_DEPTH} levels deep.`,
+      typeof deep[0] === 'string' ? deep[0] : null,
+    );
+  }
   const result = schema.safeParse(value, { reportInput: true, error: defaultMessage });
   if (result.success) return result.data;
   throw issueToError(result.error.issues);
+}
+
+/**
+ * The path of the first array or object (depth first) nested deeper than `max` levels, or null. Iterative: the
+ * value may nest deeper than the stack allows (JSON.parse reads any depth).
+ */
+function tooDeep(value: object, max: number): PropertyKey[] | null {
+  const todo: { v: object; path: PropertyKey[] }[] = [{ v: value, path: [] }];
+  for (let next = todo.pop(); next !== undefined; next = todo.pop()) {
+    const { v, path } = next;
+    if (path.length >= max) return path;
+    const entries: [PropertyKey, unknown][] = Array.isArray(v) ? v.map((x: unknown, i) => [i, x]) : Object.entries(v);
+    for (const [k, x] of entries) if (typeof x === 'object' && x !== null) todo.push({ v: x, path: [...path, k] });
+  }
+  return null;
 }
 
 /** The first issue -> a 400 naming the field. */
