@@ -23,7 +23,13 @@ export default defineConfig({
       },
       {
         // inside workerd (Durable Objects with SQLite, R2) via @cloudflare/vitest-pool-workers
-        plugins: [cloudflareTest({ wrangler: { configPath: './wrangler.toml' } })],
+        // LOG_LEVEL error: the one-line-per-request logs would bury test output (the log tests set their own)
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: './wrangler.toml' },
+            miniflare: { bindings: { LOG_LEVEL: 'error' } },
+          }),
+        ],
         test: {
           name: 'workerd',
           include: ['tests/workerd/**/*.test.ts'],

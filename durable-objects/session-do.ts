@@ -186,8 +186,8 @@ function errorEvent(e: unknown): StreamEvent {
   return { type: 'error', error: { status: 500, type: 'server_error', code: 'internal_error', param: null, message } };
 }
 
-const notFound = (what: string): TurnError =>
-  new TurnError({ status: 404, type: 'not_found_error', code: 'not_found', param: null, message: `${what} not found` });
+const notFound = (what: string, param: string | null = null): TurnError =>
+  new TurnError({ status: 404, type: 'not_found_error', code: 'not_found', param, message: `${what} not found` });
 
 const superseded = (): TurnError =>
   new TurnError({
@@ -401,17 +401,18 @@ export class SessionDO extends DurableObject<Env> {
 
   private owned(owner: string | null): SessionMeta {
     const meta = this.store.meta();
-    if (!meta || meta.owner !== owner) throw notFound('session'); // another key's session is not found, never shown
+    // another key's session is not found, never shown
+    if (!meta || meta.owner !== owner) throw notFound('session', 'session_id');
     return meta;
   }
 
-  /** As owned, and a session of the session API (a prompt_cache_key object has no transcript to hand off). */
+  /** As owned, and a session of the session API (a prompt_cache_key object is not reachable as a session). */
   private ownedSession(owner: string | null): void {
-    if (this.owned(owner).kind !== 'session') throw notFound('session');
+    if (this.owned(owner).kind !== 'session') throw notFound('session', 'session_id');
   }
 
   async info(owner: string | null): Promise<SessionInfo> {
-    this.owned(owner);
+    this.ownedSession(owner);
     const s = this.store;
     const snapshots = s.snapshots();
     return {
@@ -425,7 +426,7 @@ export class SessionDO extends DurableObject<Env> {
   }
 
   async destroy(owner: string | null): Promise<void> {
-    this.owned(owner);
+    this.ownedSession(owner);
     if (this.busy) throw busy();
     const front = await frontFor(this.env, this.prefix).catch(() => null);
     if (front) await this.pipeline(front, this.sessionKey).retain([]); // the stages' slices go first
@@ -480,9 +481,9 @@ export class SessionDO extends DurableObject<Env> {
 
   /** What a fork at `turn` copies: the transcript up to it and that turn's snapshot, if still kept. */
   async exportFork(owner: string | null, turn: number): Promise<ForkData> {
-    this.owned(owner);
+    this.ownedSession(owner);
     const s = this.store;
-    if (!Number.isInteger(turn) || turn < 0 || turn > s.lastTurn()) throw notFound(`turn ${turn}`);
+    if (!Number.isInteger(turn) || turn < 0 || turn > s.lastTurn()) throw notFound(`turn ${turn}`, 'turn');
     const snap = s.snapshots().find((x) => x.turn === turn) ?? null;
     return {
       messages: s.messages(turn),
@@ -777,7 +778,7 @@ export class SessionDO extends DurableObject<Env> {
     let newMessages: ChatMessage[] = [];
     let request = req;
     if (call.mode === 'session') {
-      this.owned(call.owner);
+      this.ownedSession(call.owner);
       if (req.prompt.kind !== 'chat')
         throw new TurnError({
           status: 400,

@@ -198,9 +198,41 @@ describe('requests that are refused', () => {
     await expectError(await call(`/v1/sessions/${unknown}`), 404, 'not_found');
   });
 
-  it('a fork at a turn the session does not have: 404, nothing stored', async () => {
-    await expectError(await post(`/v1/sessions/${id}/fork`, { turn: 2 }), 404);
+  it('a fork at a turn the session does not have: 404 naming the turn, nothing stored', async () => {
+    const error = await expectError(await post(`/v1/sessions/${id}/fork`, { turn: 2 }), 404, 'not_found');
+    expect(error.param).toBe('turn');
     await expectUnchanged(id, before);
+  });
+
+  it('a prompt_cache_key entry is not reachable through the session API', async () => {
+    const key = `not-a-session-${crypto.randomUUID()}`;
+    const res = await post('/v1/chat/completions', {
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 1,
+      temperature: 0,
+      prompt_cache_key: key,
+    });
+    expect(res.status).toBe(200);
+    const reply = ((await res.json()) as { choices: { message: { content: string } }[] }).choices[0]!.message.content;
+    const entry = env.SESSIONS.idFromName(`cache::${key}`).toString(); // owner null: no API keys here
+    await expectError(await call(`/v1/sessions/${entry}`), 404, 'not_found');
+    await expectError(await postMessage(entry, 'hi'), 404, 'not_found');
+    await expectError(await post(`/v1/sessions/${entry}/fork`, { turn: 0 }), 404, 'not_found');
+    await expectError(await call(`/v1/sessions/${entry}`, { method: 'DELETE' }), 404, 'not_found');
+    // the entry itself is intact: the same prompt again resumes from it
+    const again = (await (
+      await post('/v1/chat/completions', {
+        messages: [
+          { role: 'user', content: 'hi' },
+          { role: 'assistant', content: reply },
+          { role: 'user', content: 'y' },
+        ],
+        max_tokens: 1,
+        temperature: 0,
+        prompt_cache_key: key,
+      })
+    ).json()) as { usage: { prompt_tokens_details: { cached_tokens: number } } };
+    expect(again.usage.prompt_tokens_details.cached_tokens).toBeGreaterThan(0);
   });
 
   it('a session message longer than the context: 422 context_length_exceeded, nothing stored', async () => {

@@ -29,6 +29,8 @@ async function call<T>(fn: () => PromiseLike<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
+    const turn = e instanceof Error ? /\bturn (\d+) not found\b/.exec(e.message) : null;
+    if (turn) throw ApiError.notFound(`turn ${turn[1]} not found`, 'turn');
     const m = e instanceof Error ? /\bnot found\b/.exec(e.message) : null;
     if (m) throw ApiError.notFound('session not found', 'session_id');
     if (e instanceof Error && /a turn is running/.test(e.message)) throw ApiError.sessionBusy();
