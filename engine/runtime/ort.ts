@@ -12,14 +12,31 @@ export interface OrtInit {
   /** a precompiled module (workerd, where compiling from bytes is disallowed) */
   wasmModule?: WebAssembly.Module;
   numThreads?: number;
+  /**
+   * Execution providers for every session created after this call, in order of preference. Default
+   * ['wasm'] (Node, workerd). A browser page built with the WebGPU-capable ORT (workers/playground aliases
+   * `onnxruntime-web/wasm` to `onnxruntime-web/webgpu`) passes ['webgpu'] when it has an adapter.
+   */
+  executionProviders?: readonly ('wasm' | 'webgpu')[];
+  /** ORT's log severity for sessions (0 verbose .. 4 fatal); unset: ORT's default (2, warnings) */
+  logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
 }
 
 let initialised: Promise<void> | null = null;
 let pendingModule: WebAssembly.Module | null = null;
+let executionProviders: ('wasm' | 'webgpu')[] = ['wasm'];
+let logSeverityLevel: 0 | 1 | 2 | 3 | 4 | undefined;
+
+/** The execution providers sessions are created with (see OrtInit.executionProviders). */
+export function ortExecutionProviders(): readonly string[] {
+  return executionProviders;
+}
 
 /** Configure ORT once per isolate. Later calls are no-ops, so any caller may call it first. */
 export function initOrt(init: OrtInit): void {
   if (initialised) return;
+  if (init.executionProviders && init.executionProviders.length > 0) executionProviders = [...init.executionProviders];
+  logSeverityLevel = init.logSeverityLevel;
   ort.env.wasm.numThreads = init.numThreads ?? 1;
   ort.env.wasm.proxy = false;
   if (init.wasmModule) {
@@ -71,7 +88,11 @@ export interface LoadedGraph {
 /** Create a session from graph bytes (weights inside). */
 export async function loadGraph(graph: Uint8Array): Promise<LoadedGraph> {
   if (!initialised) throw new Error('initOrt() must be called before loading a graph');
-  const options: ort.InferenceSession.SessionOptions = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' };
+  const options: ort.InferenceSession.SessionOptions = {
+    executionProviders: [...executionProviders],
+    graphOptimizationLevel: 'all',
+    ...(logSeverityLevel !== undefined ? { logSeverityLevel } : {}),
+  };
   const { value: session, redirected } = await withModuleRedirect(() => ort.InferenceSession.create(graph, options));
   return { session, inputNames: session.inputNames, outputNames: session.outputNames, redirected };
 }

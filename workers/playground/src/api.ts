@@ -84,6 +84,13 @@ export class Api {
     return res;
   }
 
+  /** GET (or POST a FormData) with the key, the error body turned into an ApiError: files and handoff */
+  async send(method: string, path: string, form?: FormData): Promise<Response> {
+    const res = await fetch(path, { method, headers: this.headers(false), body: form ?? null });
+    if (!res.ok) throw await errorOf(res);
+    return res;
+  }
+
   async json<T>(method: string, path: string, body?: unknown): Promise<T> {
     return (await (await this.request(method, path, body)).json()) as T;
   }

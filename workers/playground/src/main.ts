@@ -3,6 +3,7 @@
 
 import { Api, ApiError, type ChatMessage, type SessionInfo, type Usage } from './api.js';
 import { serverEngine, type Engine, type TurnInput } from './engine.js';
+import { chooseExecutionProvider, LocalEngine } from './local-engine.js';
 import { loadSessions, loadSettings, saveSessions, saveSettings, type StoredSession, type TurnStats } from './store.js';
 import { $, el, formatBytes, messageItem, sessionItem, statsList, toolCallsBlock } from './view.js';
 
@@ -12,6 +13,9 @@ const api = new Api(() => settings.apiKey);
 /** the "Engine" select's values; an in-browser engine is registered here */
 const ENGINES: Record<string, Engine> = { server: serverEngine(api) };
 let running: AbortController | null = null;
+/** the in-browser engine ("this browser"): loaded when first selected */
+let local: LocalEngine | null = null;
+let localLoading: Promise<LocalEngine> | null = null;
 
 const ui = {
   model: $<HTMLSelectElement>('model'),
@@ -31,6 +35,9 @@ const ui = {
   status: $<HTMLParagraphElement>('status'),
   tools: $<HTMLTextAreaElement>('tools'),
   toolChoice: $<HTMLSelectElement>('tool-choice'),
+  localInfo: $<HTMLParagraphElement>('local-engine'),
+  continueHere: $<HTMLButtonElement>('continue-here'),
+  sendBack: $<HTMLButtonElement>('send-back'),
 };
 
 const TOOLS_EXAMPLE = [
@@ -190,6 +197,7 @@ async function forkAt(turn: number): Promise<void> {
 function renderTranscript(info: SessionInfo | null): void {
   const s = active();
   ui.transcript.replaceChildren();
+  updateHandoff();
   ui.title.textContent = s ? s.title : 'No session';
   ui.state.textContent = '';
   if (!s || !info) return;
@@ -249,7 +257,13 @@ async function send(content: string): Promise<void> {
     maxTokens: settings.maxTokens,
     temperature: settings.temperature,
   };
-  const engine = ENGINES[ui.engine.value] ?? ENGINES.server!;
+  const engine = ui.engine.value === 'browser' ? await ensureLocal() : (ENGINES[ui.engine.value] ?? ENGINES.server!);
+  if (engine !== local && (local?.localState(session.id)?.localTurns ?? 0) > 0) {
+    ui.message.value = content;
+    return status('This session has turns that ran in this browser: send them back to the server first.', true);
+  }
+  // a server turn moves the session on: a state continued here earlier is stale from now on
+  if (engine !== local) local?.forget(session.id);
   ui.transcript.append(messageItem({ role: 'user', content }, 'pending'));
   const reply = messageItem({ role: 'assistant', content: '' }, 'pending');
   reply.dataset.streaming = 'true';
@@ -259,6 +273,8 @@ async function send(content: string): Promise<void> {
   delete reply.dataset.streaming;
   if (!result) return;
   await finishTurn(session, engine.storesTurn(input), input, reply, result);
+  if (engine === local) showLocal();
+  updateHandoff();
 }
 
 /** the conversation so far, for the tools path (which sends whole histories) */
@@ -359,6 +375,93 @@ function message(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+// ---- the in-browser engine and session handoff ----
+
+/** Load the engine into this page once: ORT (WebGPU when there is an adapter, else WASM) and the served model. */
+function ensureLocal(): Promise<LocalEngine> {
+  localLoading ??= (async () => {
+    const ep = await chooseExecutionProvider();
+    ui.localInfo.textContent = `This browser: loading the model (${ep})...`;
+    const engine = await LocalEngine.load(api, ep);
+    ENGINES.browser = local = engine;
+    showLocal();
+    updateHandoff();
+    return engine;
+  })();
+  localLoading.catch((e: unknown) => {
+    localLoading = null;
+    ui.localInfo.textContent = '';
+    status(`The in-browser engine could not load: ${message(e)}`, true);
+  });
+  return localLoading;
+}
+
+/** Which EP runs, the load time, the last local turn's decode rate, the last handoff. */
+function showLocal(): void {
+  if (!local) return;
+  const parts = [`This browser: ${local.ep}`, `model loaded in ${Math.round(local.loadMs)} ms`];
+  const t = local.lastTurn;
+  ui.localInfo.dataset.ep = local.ep;
+  if (t?.decodeTokensPerSecond) {
+    parts.push(`decode ${t.decodeTokensPerSecond.toFixed(1)} tokens/s`);
+    ui.localInfo.dataset.tps = t.decodeTokensPerSecond.toFixed(2);
+  }
+  const h = local.lastHandoff;
+  if (h)
+    parts.push(`last handoff: ${h.direction} ${formatBytes(h.bytes)} (${h.tokens} tokens) in ${Math.round(h.ms)} ms`);
+  ui.localInfo.textContent = parts.join(' · ');
+}
+
+/** The handoff buttons: with "this browser" selected and a session open; send back once a local turn ran. */
+function updateHandoff(): void {
+  const s = active();
+  const browser = ui.engine.value === 'browser' && local !== null && s !== undefined;
+  ui.continueHere.hidden = !browser;
+  ui.sendBack.hidden = !(browser && (local!.localState(s.id)?.localTurns ?? 0) > 0);
+}
+
+async function continueHere(): Promise<void> {
+  const s = active();
+  if (!s) return;
+  try {
+    const engine = await ensureLocal();
+    status('Downloading the session state...');
+    const h = await engine.continueHere(s.id);
+    showLocal();
+    updateHandoff();
+    status(
+      `Continued in this browser from turn ${h.turn}: ${h.tokens} tokens of state (${formatBytes(h.bytes)}) in ${Math.round(h.ms)} ms.`,
+    );
+  } catch (e) {
+    local?.forget(s.id);
+    updateHandoff();
+    status(`Could not continue in this browser: ${message(e)}`, true);
+  }
+}
+
+async function sendBack(): Promise<void> {
+  const s = active();
+  if (!s || !local) return;
+  const turns = local.localState(s.id)?.localTurns ?? 0;
+  try {
+    status('Sending the session state back...');
+    const h = await local.sendBack(s.id);
+    // the local turns are the server's now: drop their page-side copies (they were the last ones added)
+    const keep = s.local.length - 2 * turns;
+    for (let i = keep; i < s.local.length; i++) delete s.stats[`l${i}`];
+    s.local = s.local.slice(0, Math.max(0, keep));
+    persist();
+    showLocal();
+    await openSession(s.id);
+    updateHandoff();
+    status(
+      `Sent back: the server session continues from turn ${h.serverTurn} (${formatBytes(h.bytes)} in ${Math.round(h.ms)} ms).`,
+    );
+  } catch (e) {
+    status(`Could not send the session back: ${message(e)}`, true);
+  }
+}
+
 // ---- start ----
 
 ui.composer.addEventListener('submit', (ev) => {
@@ -375,6 +478,14 @@ ui.message.addEventListener('keydown', (ev) => {
   }
 });
 ui.stop.addEventListener('click', () => running?.abort());
+ui.engine.addEventListener('change', () => {
+  updateHandoff();
+  if (ui.engine.value === 'browser') void ensureLocal().catch(() => undefined);
+});
+ui.continueHere.addEventListener('click', () => void continueHere());
+ui.sendBack.addEventListener('click', () => void sendBack());
+/** test hook (tests/browser): the in-browser engine, once loaded */
+(window as unknown as { hymbaLocal: () => LocalEngine | null }).hymbaLocal = () => local;
 $('new-session').addEventListener('click', () => {
   newSession()
     .then((s) => openSession(s.id))
