@@ -324,7 +324,13 @@ describe('stages', () => {
   }
 
   it('decode steps of concurrent sessions are batched at the stages and each equals its own run', async () => {
-    const want = [...conversation(), expected().completion];
+    // four sessions decoding 32 tokens each: long enough that their decode phases overlap however their
+    // prefills are staggered by a loaded machine
+    const { detour } = expected();
+    const want = Array.from({ length: 4 }, () => ({
+      promptIds: detour.promptIds,
+      tokenIds: detour.tokenIds.slice(0, 32),
+    }));
     const before = await Promise.all(Array.from({ length: stages() }, (_, k) => stageStub(k).stats()));
     const replies = await Promise.all(
       want.map(async (w) => {
