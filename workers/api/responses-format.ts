@@ -5,10 +5,10 @@
 
 import type { ChatMessage } from '../../engine/chat-template.js';
 import type { TurnEvent } from '../../durable-objects/protocol.js';
-import { ApiError, toApiError } from './errors.js';
+import { ApiError } from './errors.js';
 import type { ResponseCreateRequest } from './responses-schemas.js';
-import { DEFAULT_KEEP_ALIVE_MS, KEEP_ALIVE_FRAME } from './sse.js';
-import { closeQuietly, turnEndedEarly, type DoneEvent } from './turn-events.js';
+import { DEFAULT_KEEP_ALIVE_MS, writeSse } from './sse.js';
+import { turnEndedEarly, type DoneEvent } from './turn-events.js';
 
 // ---- wire types (openai/resources/responses/responses.d.ts) ----
 
@@ -318,8 +318,6 @@ export async function collectResponse(events: AsyncIterable<TurnEvent>, head: Re
 
 // ---- streaming ----
 
-const encoder = new TextEncoder();
-
 /** `event: <type>\ndata: {json}\n\n` */
 export function sseEvent(e: ResponseStreamEvent): string {
   return `event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
@@ -341,63 +339,24 @@ export function streamResponse(
   head: ResponseHead,
   opts: ResponseStreamOptions = {},
 ): ReadableStream<Uint8Array> {
-  const keepAliveMs = opts.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS;
   const asm = new ResponseAssembler(head);
-  const iterator = events[Symbol.asyncIterator]();
-  let cancelled = false;
-
-  async function pump(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
-    const send = (frames: readonly ResponseStreamEvent[] | string): void => {
-      if (cancelled) return;
-      const text = typeof frames === 'string' ? frames : frames.map(sseEvent).join('');
-      if (text !== '') controller.enqueue(encoder.encode(text));
-    };
-    try {
-      send(asm.open());
-      for (;;) {
-        const r = await withKeepAlive(iterator.next(), keepAliveMs, () => send(KEEP_ALIVE_FRAME));
-        if (cancelled) return;
-        if (r.done) throw turnEndedEarly();
-        if (r.value.type !== 'done') {
-          send(asm.push(r.value));
-          continue;
-        }
-        const { response, events: closing } = asm.finish(r.value);
-        send(closing);
-        await opts.onComplete?.(response);
-        send([asm.last(response)]);
-        return;
-      }
-    } catch (err) {
-      if (cancelled) return;
-      if (!(err instanceof ApiError)) console.error('response stream failed:', err);
-      send([asm.error(toApiError(err))]);
-    } finally {
-      void closeQuietly(iterator);
-      if (!cancelled) controller.close();
-    }
-  }
-
-  return new ReadableStream<Uint8Array>({
-    start(controller) {
-      void pump(controller);
+  const frames = (events: readonly ResponseStreamEvent[]): string => events.map(sseEvent).join('');
+  return writeSse(
+    events,
+    {
+      open: () => frames(asm.open()),
+      async event(e) {
+        if (e.type !== 'done') return { frames: frames(asm.push(e)), last: false };
+        const { response, events: closing } = asm.finish(e);
+        await opts.onComplete?.(response); // stored before the client hears it is complete
+        return { frames: frames([...closing, asm.last(response)]), last: true };
+      },
+      error: (err) => frames([asm.error(err)]),
+      ended: turnEndedEarly,
+      onError: (err) => console.error('response stream failed:', err),
     },
-    cancel() {
-      cancelled = true;
-      void closeQuietly(iterator);
-    },
-  });
-}
-
-/** Awaits `next`, calling `onIdle` every `ms` until it settles. */
-async function withKeepAlive<T>(next: Promise<T>, ms: number, onIdle: () => void): Promise<T> {
-  if (!(ms > 0)) return next;
-  const timer = setInterval(onIdle, ms);
-  try {
-    return await next;
-  } finally {
-    clearInterval(timer);
-  }
+    opts.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS,
+  );
 }
 
 // ---- a stored turn whose body was never saved ----

@@ -43,18 +43,31 @@ export function sseResponse(body: ReadableStream<Uint8Array>, init: ResponseInit
   return new Response(body, { ...init, status: init.status ?? 200, headers });
 }
 
+/** How one kind of stream turns its source's events into SSE text (see writeSse). */
+export interface SseWriter<E> {
+  /** frames sent as the stream opens */
+  open?(): string;
+  /** the frames for one event, and whether the stream is then complete (may wait, e.g. to store a result) */
+  event(e: E): { frames: string; last: boolean } | Promise<{ frames: string; last: boolean }>;
+  /** the frame that reports an error and ends the stream */
+  error(err: ApiError): string;
+  /** the error for a source that ends before a last event (default: a generic internal error) */
+  ended?(): ApiError;
+  /** called with an exception that is not an ApiError before it is sent as a generic 500 */
+  onError?: (err: unknown) => void;
+}
+
 /**
- * Formats `source` into an SSE byte stream. `format` maps each event to frames (and may throw an ApiError,
- * which is sent as an error frame). The stream always ends: with `[DONE]` after a step marked `last`, or with an
- * error frame (a thrown error, or the source ending before a last step). When the client cancels, the
- * source's `return()` is called so the producer can stop.
+ * The one SSE loop: pull an event (sending `: keep-alive` comments while the source is quiet), write its
+ * frames, stop after the last. The stream always ends: after a last event, or with an error frame (a thrown
+ * error, or the source ending early). When the client cancels, the source's `return()` is called so the
+ * producer can stop.
  */
-export function eventStream<E>(
+export function writeSse<E>(
   source: AsyncIterable<E>,
-  format: (event: E) => SseStep,
-  opts: EventStreamOptions = {},
+  writer: SseWriter<E>,
+  keepAliveMs = DEFAULT_KEEP_ALIVE_MS,
 ): ReadableStream<Uint8Array> {
-  const keepAliveMs = opts.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS;
   const encoder = new TextEncoder();
   const iterator = source[Symbol.asyncIterator]();
   let cancelled = false;
@@ -68,28 +81,26 @@ export function eventStream<E>(
   }
 
   async function pump(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
-    const send = (frame: string): void => {
-      if (!cancelled) controller.enqueue(encoder.encode(frame));
+    const send = (frames: string): void => {
+      if (!cancelled && frames !== '') controller.enqueue(encoder.encode(frames));
     };
     try {
+      if (writer.open) send(writer.open());
       for (;;) {
         const result = await withKeepAlive(iterator.next(), keepAliveMs, () => send(KEEP_ALIVE_FRAME));
         if (cancelled) return;
         if (result.done) {
           sourceClosed = true;
-          throw ApiError.internal('The response ended before it was complete.');
+          throw writer.ended?.() ?? ApiError.internal('The response ended before it was complete.');
         }
-        const step = format(result.value);
-        for (const payload of step.data) send(sseData(payload));
-        if (step.last === true) {
-          send(DONE_FRAME);
-          return;
-        }
+        const step = await writer.event(result.value);
+        send(step.frames);
+        if (step.last) return;
       }
     } catch (err) {
       if (cancelled) return;
-      if (!(err instanceof ApiError)) (opts.onError ?? logError)(err);
-      send(sseData(errorBody(toApiError(err))));
+      if (!(err instanceof ApiError)) (writer.onError ?? logError)(err);
+      send(writer.error(toApiError(err)));
     } finally {
       closeSource();
       if (!cancelled) controller.close();
@@ -107,8 +118,32 @@ export function eventStream<E>(
   });
 }
 
+/**
+ * The OpenAI streaming format over `source`: `format` maps each event to `data:` payloads (and may throw an
+ * ApiError, sent as a `data: {"error": ...}` frame); after a step marked `last` comes `data: [DONE]`.
+ */
+export function eventStream<E>(
+  source: AsyncIterable<E>,
+  format: (event: E) => SseStep,
+  opts: EventStreamOptions = {},
+): ReadableStream<Uint8Array> {
+  return writeSse(
+    source,
+    {
+      event(e) {
+        const step = format(e);
+        const last = step.last === true;
+        return { frames: step.data.map(sseData).join('') + (last ? DONE_FRAME : ''), last };
+      },
+      error: (err) => sseData(errorBody(err)),
+      ...(opts.onError ? { onError: opts.onError } : {}),
+    },
+    opts.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS,
+  );
+}
+
 /** Awaits `next`, calling `onIdle` every `ms` until it settles. */
-async function withKeepAlive<T>(next: Promise<T>, ms: number, onIdle: () => void): Promise<T> {
+export async function withKeepAlive<T>(next: Promise<T>, ms: number, onIdle: () => void): Promise<T> {
   if (!(ms > 0)) return next;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const tick = (): void => {
