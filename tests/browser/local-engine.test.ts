@@ -5,20 +5,12 @@
 // local state to the server, whose next turn resumes from it; a tampered snapshot is refused in the page.
 // Prints the decode rates and the handoff sizes and times.
 
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
+import { launchChromium, NO_CHROMIUM } from './chromium.js';
 
 const chromiumPath = inject('chromiumPath');
 const base = inject('baseUrl');
-const FLAGS = [
-  '--no-sandbox',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-  '--enable-unsafe-webgpu',
-];
 
 interface ServerReply {
   text: string;
@@ -70,7 +62,7 @@ async function serverTurn(id: string, content: string, maxTokens: number): Promi
   };
 }
 
-if (!chromiumPath) test.skip("browser tests need Debian's chromium: apt-get install chromium", () => {});
+if (!chromiumPath) test.skip(NO_CHROMIUM, () => {});
 
 for (const ep of ['wasm', 'webgpu'] as const) {
   // SwiftShader runs every node of the WebGPU EP on the CPU: keep its turns short
@@ -113,7 +105,7 @@ for (const ep of ['wasm', 'webgpu'] as const) {
     }
 
     beforeAll(async () => {
-      browser = await chromium.launch({ executablePath: chromiumPath!, args: FLAGS, headless: true });
+      browser = await launchChromium(chromiumPath!);
       page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
       page.on('console', (m) => {
         if (m.type() === 'error') errors.push(m.text());

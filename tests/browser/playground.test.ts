@@ -3,22 +3,13 @@
 // forks and deletes from the UI, calls tools, and leaves a screenshot in test-artifacts/.
 
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
+import { launchChromium, NO_CHROMIUM } from './chromium.js';
 
 const chromiumPath = inject('chromiumPath');
 const base = inject('baseUrl');
 const SCREENSHOT = join(import.meta.dirname, '..', '..', 'test-artifacts', 'playground.png');
-/** closed network: no background fetches, updates or QUIC; WebGPU for the in-browser engine to come */
-const FLAGS = [
-  '--no-sandbox',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-  '--enable-unsafe-webgpu',
-];
 const MAX_TOKENS = 24;
 
 interface SessionJson {
@@ -32,7 +23,7 @@ async function getSession(id: string): Promise<{ status: number; body: SessionJs
   return { status: res.status, body: (await res.json()) as SessionJson };
 }
 
-if (!chromiumPath) test.skip("browser tests need Debian's chromium: apt-get install chromium", () => {});
+if (!chromiumPath) test.skip(NO_CHROMIUM, () => {});
 
 describe.runIf(chromiumPath)('the playground in Chromium', () => {
   let browser: Browser;
@@ -61,7 +52,7 @@ describe.runIf(chromiumPath)('the playground in Chromium', () => {
   }
 
   beforeAll(async () => {
-    browser = await chromium.launch({ executablePath: chromiumPath!, args: FLAGS, headless: true });
+    browser = await launchChromium(chromiumPath!);
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     page.on('console', (m) => {
       if (m.type() === 'error') errors.push(m.text());
