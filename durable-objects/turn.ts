@@ -23,6 +23,7 @@ import {
   type ParsedToolCall,
   type ToolCallFormat,
 } from '../engine/tool-calls.js';
+import { randomHex } from '../workers/api/ids.js';
 import type { ApiErrorBody, TokenLogprob, ToolSpec, TurnEvent, TurnPrompt, TurnRequest } from './protocol.js';
 import type { SessionStore } from './session-store.js';
 
@@ -267,8 +268,7 @@ export function outputGrammar(engine: ModelFront, req: TurnRequest): Grammar | n
 
 /** Unguessable tool-call ids, as OpenAI's `call_...`. */
 function toolCallId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(12));
-  return 'call_' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  return 'call_' + randomHex(12);
 }
 
 export interface PreparedTurn {

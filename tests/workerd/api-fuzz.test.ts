@@ -406,20 +406,25 @@ const responseFormat = fc.oneof(
 );
 const cacheKey = fc.string({ maxLength: 8 }).map((s) => `fuzz-${s}`);
 
+/** The sampling and streaming fields Chat Completions and Completions share (schemas.ts SAMPLING_FIELDS). */
+const samplingFields = {
+  temperature,
+  top_p: topP,
+  top_k: fc.integer({ min: -1, max: 50 }),
+  seed: fc.integer(),
+  stop,
+  n: fc.constant(1),
+  stream: fc.boolean(),
+  stream_options: fc.record({ include_usage: fc.boolean() }),
+};
+
 const chatBody = fc.record(
   {
     model: fc.constant('hymba'),
     messages,
     max_tokens: fc.constantFrom(1, 2),
     max_completion_tokens: fc.constantFrom(1, 2),
-    temperature,
-    top_p: topP,
-    top_k: fc.integer({ min: -1, max: 50 }),
-    seed: fc.integer(),
-    stop,
-    n: fc.constant(1),
-    stream: fc.boolean(),
-    stream_options: fc.record({ include_usage: fc.boolean() }),
+    ...samplingFields,
     logprobs: fc.boolean(),
     top_logprobs: fc.integer({ min: 0, max: 3 }),
     tools,
@@ -447,14 +452,7 @@ const completionBody = fc.record(
       fc.tuple(fc.array(tokenId, { minLength: 1, maxLength: 8 })),
     ),
     max_tokens: fc.constantFrom(0, 1, 2),
-    temperature,
-    top_p: topP,
-    top_k: fc.integer({ min: -1, max: 50 }),
-    seed: fc.integer(),
-    stop,
-    n: fc.constant(1),
-    stream: fc.boolean(),
-    stream_options: fc.record({ include_usage: fc.boolean() }),
+    ...samplingFields,
     echo: fc.boolean(),
     logprobs: fc.integer({ min: 0, max: 5 }),
     return_token_ids: fc.boolean(),

@@ -2,12 +2,16 @@
 
 const ID_BYTES = 18; // 144 bits
 
-/** `prefix-` + 36 hex digits from the platform CSPRNG, e.g. `chatcmpl-3f9c...`. */
-export function randomId(prefix: string): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(ID_BYTES));
+/** `bytes` random bytes from the platform CSPRNG as 2 * bytes hex digits. */
+export function randomHex(bytes: number): string {
   let hex = '';
-  for (const b of bytes) hex += b.toString(16).padStart(2, '0');
-  return `${prefix}-${hex}`;
+  for (const b of crypto.getRandomValues(new Uint8Array(bytes))) hex += b.toString(16).padStart(2, '0');
+  return hex;
+}
+
+/** `prefix-` + 36 hex digits, e.g. `chatcmpl-3f9c...`. */
+export function randomId(prefix: string): string {
+  return `${prefix}-${randomHex(ID_BYTES)}`;
 }
 
 /** Seconds since the epoch (the `created` field). */

@@ -6,6 +6,7 @@
 import type { ChatMessage } from '../../engine/chat-template.js';
 import type { TurnEvent } from '../../durable-objects/protocol.js';
 import { ApiError } from './errors.js';
+import { randomHex } from './ids.js';
 import type { ResponseCreateRequest } from './responses-schemas.js';
 import { DEFAULT_KEEP_ALIVE_MS, writeSse } from './sse.js';
 import { turnEndedEarly, type DoneEvent } from './turn-events.js';
@@ -87,17 +88,11 @@ export type ResponseStreamEvent = { type: string; sequence_number: number } & Re
 
 // ---- ids ----
 
-function hex(bytes: number): string {
-  let out = '';
-  for (const b of crypto.getRandomValues(new Uint8Array(bytes))) out += b.toString(16).padStart(2, '0');
-  return out;
-}
-
 /** `msg_...`, `fc_...`: output item ids (128 random bits). */
-export const itemId = (prefix: 'msg' | 'fc'): string => `${prefix}_${hex(16)}`;
+export const itemId = (prefix: 'msg' | 'fc'): string => `${prefix}_${randomHex(16)}`;
 
 /** The random suffix of a response id (64 bits; the session's own id carries the rest). */
-export const responseSuffix = (): string => hex(8);
+export const responseSuffix = (): string => randomHex(8);
 
 // ---- the response shell ----
 
@@ -387,7 +382,7 @@ export function responseFromTurn(
       response.output.push({
         type: 'function_call',
         id: itemId('fc'),
-        call_id: `call_${hex(12)}`,
+        call_id: `call_${randomHex(12)}`,
         name: c.name,
         arguments: typeof c.arguments === 'string' ? c.arguments : JSON.stringify(c.arguments),
         status: 'completed',
