@@ -785,12 +785,11 @@ interface Recorded {
   cacheKey: string;
   cacheMessages: { role: string; content: string }[];
   cacheRows: Json;
-  /** a stored response (when /v1/responses exists) and its JSON */
-  response: { id: string; json: Json } | null;
+  /** a stored response and its JSON */
+  response: { id: string; json: Json };
 }
 
 let rec: Recorded;
-let responsesRoute = false;
 /** a session that valid fuzzed messages may change */
 let scratch = '';
 /** ids that are not sessions of this key: other objects' ids, fresh unique ids */
@@ -821,11 +820,9 @@ const cacheRows = (key: string): Promise<Json> =>
 async function expectStoredUnchanged(): Promise<void> {
   for (const s of rec.sessions) expect(await sessionJson(s.id), `session ${s.id}`).toEqual(s.json);
   expect(await cacheRows(rec.cacheKey), 'prompt_cache_key entry').toEqual(rec.cacheRows);
-  if (rec.response) {
-    const res = await call(`/v1/responses/${rec.response.id}`);
-    expect(res.status).toBe(200);
-    expect(await res.json(), 'stored response').toEqual(rec.response.json);
-  }
+  const res = await call(`/v1/responses/${rec.response.id}`);
+  expect(res.status).toBe(200);
+  expect(await res.json(), 'stored response').toEqual(rec.response.json);
 }
 
 /** Every `every` runs of a property, the stored data is checked. */
@@ -860,20 +857,13 @@ beforeAll(async () => {
   const reply = (await cacheRes.json()) as ChatReply;
   cacheMessages.push({ role: 'assistant', content: reply.choices[0]!.message.content });
 
-  // the Responses API, when it is there: one stored response
-  const probe = await post('/v1/responses', {});
-  responsesRoute = probe.status !== 404;
-  let response: Recorded['response'] = null;
-  if (responsesRoute) {
-    const r = await post('/v1/responses', { input: 'Hello!', max_output_tokens: 2, temperature: 0 });
-    expect(r.status).toBe(200);
-    const rid = ((await r.json()) as { id: string }).id;
-    const read = await call(`/v1/responses/${rid}`);
-    expect(read.status).toBe(200);
-    response = { id: rid, json: await read.json() };
-  } else {
-    console.log('[fuzz] POST /v1/responses answers 404: the Responses API is not there; its properties are skipped');
-  }
+  // one stored response
+  const r = await post('/v1/responses', { input: 'Hello!', max_output_tokens: 2, temperature: 0 });
+  expect(r.status).toBe(200);
+  const rid = ((await r.json()) as { id: string }).id;
+  const read = await call(`/v1/responses/${rid}`);
+  expect(read.status).toBe(200);
+  const response = { id: rid, json: (await read.json()) as Json };
 
   rec = {
     sessions: [
@@ -968,19 +958,13 @@ function namesNoRecorded(path: string): boolean {
 // ---------------------------------------------------------------------------------------------------------------
 // The properties
 
-const skipUnlessResponses = (ctx: { skip: (note?: string) => void }, r: Route): void => {
-  if (r.name.includes('/v1/responses') && !responsesRoute)
-    ctx.skip('the Responses API is not there (POST /v1/responses: 404)');
-};
-
 /** The id a property sends a session route's body to: a recorded session (invalid bodies) or the scratch one. */
 const recordedId = () => fc.constantFrom(...rec.sessions.map((s) => s.id));
 
 describe('arbitrary JSON bodies', () => {
   ROUTES.forEach((r, i) => {
     const seed = SEED + i;
-    it(`${r.name} (seed ${seed})`, async (ctx) => {
-      skipUnlessResponses(ctx, r);
+    it(`${r.name} (seed ${seed})`, async () => {
       const every = checkingEvery(40);
       await fc.assert(
         fc.asyncProperty(
@@ -1003,8 +987,7 @@ describe('arbitrary JSON bodies', () => {
 describe('valid bodies (odd but valid text, tools, logprobs, streams), with unknown fields added', () => {
   ROUTES.filter((r) => r.generates).forEach((r, i) => {
     const seed = SEED + 600 + i;
-    it(`${r.name} (seed ${seed})`, async (ctx) => {
-      skipUnlessResponses(ctx, r);
+    it(`${r.name} (seed ${seed})`, async () => {
       const extra = fc.dictionary(fieldName, jsonValue, { maxKeys: 2 });
       const body = fc.tuple(r.valid, extra).map(([valid, more]) => {
         const b = structuredClone(valid) as Record<string, Json>;
@@ -1035,8 +1018,7 @@ describe('valid bodies with fields of the wrong type, out of range, missing, unk
   ROUTES.forEach((r, i) => {
     const seed = SEED + 100 + i;
     const n = r.generates ? 40 : 150;
-    it(`${r.name} (seed ${seed}, ${n} runs)`, async (ctx) => {
-      skipUnlessResponses(ctx, r);
+    it(`${r.name} (seed ${seed}, ${n} runs)`, async () => {
       const every = checkingEvery(25);
       await fc.assert(
         fc.asyncProperty(mutatedBody(r), async ({ text: t }) => {
@@ -1135,8 +1117,7 @@ describe('bodies the schema rejects, sent to the recorded sessions and cache ent
 describe('bodies that are not JSON, with any content-type, and empty bodies', () => {
   ROUTES.forEach((r, i) => {
     const seed = SEED + 300 + i;
-    it(`${r.name} (seed ${seed})`, async (ctx) => {
-      skipUnlessResponses(ctx, r);
+    it(`${r.name} (seed ${seed})`, async () => {
       const every = checkingEvery(40);
       const body = fc.oneof(
         { weight: 6, arbitrary: notJson },
@@ -1264,8 +1245,7 @@ describe('JSON schemas as tool parameters and output formats (compiled into a de
   });
 
   const seedResponses = SEED + 501;
-  it(`POST /v1/responses: tools[].parameters, text.format.schema (seed ${seedResponses})`, async (ctx) => {
-    if (!responsesRoute) ctx.skip('the Responses API is not there (POST /v1/responses: 404)');
+  it(`POST /v1/responses: tools[].parameters, text.format.schema (seed ${seedResponses})`, async () => {
     const body = fc.tuple(text, anySchema, fc.constantFrom('tools', 'tools-required', 'format'), fc.boolean());
     await fc.assert(
       fc.asyncProperty(body, async ([input, schema, where, stream]) => {
@@ -1332,8 +1312,7 @@ describe('bodies nested deeper than MAX_BODY_DEPTH (the stack of the schema comp
     ['65 levels of arrays as a fork turn', '/v1/sessions/0/fork', `{"turn":${nest(64, '[', '0', ']')}}`, 'turn'],
   ];
   for (const [name, path, body, param] of cases) {
-    it(`${name}: 400 naming ${param}`, async (ctx) => {
-      if (path.startsWith('/v1/responses') && !responsesRoute) ctx.skip('the Responses API is not there');
+    it(`${name}: 400 naming ${param}`, async () => {
       const { status, json } = await sendAndCheck({ method: 'POST', path, contentType: 'application/json', body });
       expect(status).toBe(400);
       expect((json as { error: { param: string | null; message: string } }).error).toMatchObject({ param });
@@ -1385,12 +1364,11 @@ describe('junk ids in paths', () => {
     await expectStoredUnchanged();
   });
 
-  it(`GET and DELETE /v1/responses/:id (seed ${SEED + 401})`, async (ctx) => {
-    if (!responsesRoute) ctx.skip('the Responses API is not there (POST /v1/responses: 404)');
+  it(`GET and DELETE /v1/responses/:id (seed ${SEED + 401})`, async () => {
     const recorded = rec.sessions.map((s) => s.id);
     await fc.assert(
       fc.asyncProperty(responseIdArb(recorded), fc.constantFrom('GET', 'DELETE'), async (id, method) => {
-        fc.pre(id !== rec.response?.id);
+        fc.pre(id !== rec.response.id);
         const { status } = await sendAndCheck({ method, path: `/v1/responses/${id}` });
         expect(status).toBeGreaterThanOrEqual(400);
       }),
