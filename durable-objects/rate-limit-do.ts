@@ -2,7 +2,7 @@
 // refilled continuously). Eviction refills it: a limit that forgets is safe for a rate limiter.
 
 import { DurableObject } from 'cloudflare:workers';
-import type { Env } from '../workers/env.js';
+import type { Env } from './env.js';
 
 export type TakeResult = { ok: true; left: number } | { ok: false; retryAfterS: number };
 

@@ -2,11 +2,11 @@
 
 import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { openCheckpoint } from '../engine/checkpoint.js';
-import { loadConfig, type ModelConfig } from '../engine/config.js';
-import { convertCheckpoint, type ConvertOptions } from '../engine/convert.js';
-import { MANIFEST_FILE, parseManifest, type Manifest } from '../engine/manifest.js';
-import { HymbaEngine, type ModelSource } from '../engine/model.js';
+import { openCheckpoint } from '../engine/convert/checkpoint.js';
+import { loadConfig, type ModelConfig } from '../engine/model/config.js';
+import { convertCheckpoint, type ConvertOptions } from '../engine/convert/convert.js';
+import { MANIFEST_FILE, parseManifest, type Manifest } from '../engine/convert/manifest.js';
+import { HymbaEngine, type ModelSource } from '../engine/run/loaded-model.js';
 import { dirCheckpointSource } from './node-files.js';
 import { initNodeOrt } from './node-ort.js';
 

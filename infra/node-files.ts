@@ -2,8 +2,8 @@
 
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { CheckpointSource } from '../engine/checkpoint.js';
-import type { ByteSource } from '../engine/safetensors.js';
+import type { CheckpointSource } from '../engine/convert/checkpoint.js';
+import type { ByteSource } from '../engine/convert/safetensors.js';
 
 export interface FileByteSource extends ByteSource {
   readonly name: string;

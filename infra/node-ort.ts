@@ -2,7 +2,7 @@
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { initOrt } from '../engine/runtime/ort.js';
+import { initOrt } from '../engine/run/ort.js';
 
 export function initNodeOrt(numThreads = 1): void {
   const require = createRequire(import.meta.url);

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { MANIFEST_FILE, parseManifest, type Manifest } from '../engine/manifest.js';
+import { MANIFEST_FILE, parseManifest, type Manifest } from '../engine/convert/manifest.js';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const WRANGLER = join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js');

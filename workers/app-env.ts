@@ -1,6 +1,6 @@
 // The Hono environment of every route: bindings, and what middleware puts in the context.
 
-import type { Env } from './env.js';
+import type { Env } from '../durable-objects/env.js';
 import type { RequestMetrics } from './observability.js';
 
 export interface AppEnv {

@@ -4,7 +4,7 @@
 // API_KEYS the server is open (local development) and every caller is the same anonymous owner.
 
 import { ApiError } from './api/errors.js';
-import type { Env } from './env.js';
+import type { Env } from '../durable-objects/env.js';
 
 export interface ApiKeyEntry {
   name: string;

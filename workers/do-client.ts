@@ -1,9 +1,9 @@
 // Talking to a SessionDO: pick the object for a request, open a turn, and read its NDJSON event stream.
 
-import type { StreamEvent, TurnCall } from '../durable-objects/session-do.js';
-import type { TurnEvent, TurnRequest } from '../durable-objects/protocol.js';
+import type { StreamEvent, TurnCall } from '../durable-objects/session/session-do.js';
+import type { TurnEvent, TurnRequest } from '../engine/serve/protocol.js';
 import { ApiError } from './api/errors.js';
-import type { Env } from './env.js';
+import type { Env } from '../durable-objects/env.js';
 
 /** Objects that serve requests without a prompt_cache_key (compute only, nothing stored). */
 const EPHEMERAL_POOL = 8;
@@ -11,7 +11,7 @@ const EPHEMERAL_POOL = 8;
 export function sessionStub(
   env: Env,
   id: string,
-): DurableObjectStub<import('../durable-objects/session-do.js').SessionDO> {
+): DurableObjectStub<import('../durable-objects/session/session-do.js').SessionDO> {
   let doId: DurableObjectId;
   try {
     doId = env.SESSIONS.idFromString(id);
@@ -72,7 +72,7 @@ export interface TurnObserver {
  * Routes pass `c.get('metrics')` as the observer, so every turn is measured.
  */
 export async function openTurn(
-  stub: DurableObjectStub<import('../durable-objects/session-do.js').SessionDO>,
+  stub: DurableObjectStub<import('../durable-objects/session/session-do.js').SessionDO>,
   req: TurnRequest,
   call: TurnCall,
   observer?: TurnObserver,

@@ -17,10 +17,10 @@ import { responses } from './routes/responses.js';
 import { sessions } from './routes/sessions.js';
 import { tokenize } from './routes/tokenize.js';
 
-export { SessionDO } from '../durable-objects/session-do.js';
-export { StageDO } from '../durable-objects/stage-do.js';
+export { SessionDO } from '../durable-objects/session/session-do.js';
+export { StageDO } from '../durable-objects/stage/stage-do.js';
 export { RateLimitDO } from '../durable-objects/rate-limit-do.js';
-export { MetricsDO } from '../durable-objects/metrics-do.js';
+export { MetricsDO } from '../durable-objects/metrics/metrics-do.js';
 
 const app = new Hono<AppEnv>();
 

@@ -9,7 +9,7 @@ import type { MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { AppEnv } from './app-env.js';
 import { ApiError } from './api/errors.js';
-import type { Env } from './env.js';
+import type { Env } from '../durable-objects/env.js';
 
 export const DEFAULT_LIMITS = {
   maxMessages: 512,

@@ -4,7 +4,7 @@
 import type { Context } from 'hono';
 import { matchedRoutes } from 'hono/route';
 import type { ApiError } from './api/errors.js';
-import type { TurnRecord } from './metrics.js';
+import type { TurnRecord } from '../durable-objects/metrics/metrics.js';
 
 export type LogLevel = 'info' | 'warn' | 'error';
 

@@ -5,11 +5,11 @@
 // logged, never sent to the client.
 
 import type { Context, MiddlewareHandler } from 'hono';
-import type { TurnEvent } from '../durable-objects/protocol.js';
+import type { TurnEvent } from '../engine/serve/protocol.js';
 import type { AppEnv } from './app-env.js';
 import { toApiError } from './api/errors.js';
 import type { TurnObserver } from './do-client.js';
-import type { Env } from './env.js';
+import type { Env } from '../durable-objects/env.js';
 import { log, requestLogLine, routeLabel } from './log.js';
 import {
   emptyHistogram,
@@ -19,7 +19,7 @@ import {
   type HistogramData,
   type RequestRecord,
   type TurnRecord,
-} from './metrics.js';
+} from '../durable-objects/metrics/metrics.js';
 
 /** One turn, as the route read it. */
 class TurnSample {

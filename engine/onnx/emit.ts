@@ -3,7 +3,7 @@
 
 import { encodeModel, DataType, type TensorInit } from './proto.js';
 import type { GraphBuilder } from './builder.js';
-import { f32ToF16 } from '../dtype.js';
+import { f32ToF16 } from '../convert/dtype.js';
 
 export interface EmittedGraph {
   graph: Uint8Array;

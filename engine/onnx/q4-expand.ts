@@ -10,7 +10,7 @@
 // It edits the serialised ModelProto in place of a full decode: only GraphProto's node (1) and initializer
 // (5) entries are read; every other byte is copied through.
 
-import { requantizeQ4ToInt8, transposeInt8, type Q4Weight } from '../quantize.js';
+import { requantizeQ4ToInt8, transposeInt8, type Q4Weight } from '../convert/quantize.js';
 import { DataType, encodeTensor, lengthDelimited } from './proto.js';
 import { Q4_EXPAND_SCOPE, Q4_SUFFIX } from './quantized.js';
 

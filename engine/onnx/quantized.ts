@@ -1,4 +1,4 @@
-// Linear layers over quantised weights (engine/quantize.ts), and how each format executes in ONNX Runtime.
+// Linear layers over quantised weights (engine/convert/quantize.ts), and how each format executes in ONNX Runtime.
 //
 // int8 weights are stored transposed ([in, out], B of y = x B) with one fp32 scale per output column.
 // q4 weights are stored in MatMulNBits' layout and expanded at session creation: every op between the
@@ -7,8 +7,8 @@
 // q4 matmul weights of a Hymba-1.5B layer grew the process by 2.6 GB); loaders that care about memory run q4-expand.ts expandQ4Graph first, which stores
 // the same int8 result computed in JS.
 
-import type { Int8Weight, Q4Weight } from '../quantize.js';
-import { transposeInt8 } from '../quantize.js';
+import type { Int8Weight, Q4Weight } from '../convert/quantize.js';
+import { transposeInt8 } from '../convert/quantize.js';
 import type { GraphBuilder } from './builder.js';
 import { DataType } from './proto.js';
 

@@ -2,12 +2,12 @@
 // the token mask in typical grammar states (inside a free JSON string is the worst case: almost every token
 // is allowed, so the whole vocabulary trie is walked), and whole constrained generations over random logits.
 
-import { createRng } from '../../engine/sampling.js';
-import { generate } from '../../engine/generate.js';
-import { anyJsonObjectGrammar, jsonSchemaGrammar } from '../../engine/json-schema-grammar.js';
-import { GrammarConstraint, VocabIndex } from '../../engine/token-mask.js';
-import { toolCallGrammar } from '../../engine/tool-calls.js';
-import { HymbaTokenizer } from '../../engine/tokenizer.js';
+import { createRng } from '../../engine/generate/sampling.js';
+import { generate } from '../../engine/generate/generate.js';
+import { anyJsonObjectGrammar, jsonSchemaGrammar } from '../../engine/constrain/json-schema.js';
+import { GrammarConstraint, VocabIndex } from '../../engine/constrain/token-mask.js';
+import { toolCallGrammar } from '../../engine/text/tool-calls.js';
+import { HymbaTokenizer } from '../../engine/text/tokenizer.js';
 import { buildTokenizerFiles } from '../test-model/tokenizer-files.js';
 import { fmt, machine, time, type Timing } from './stats.js';
 

@@ -1,13 +1,13 @@
 // One Hymba-1.5B-shaped layer (layer 1: a sliding-window KV producer) as a hidden-in/hidden-out stage graph,
 // per dtype, and its feeds. Shared by the engine benchmark and its child processes (profile, memory).
 
-import { loadConfig, type HymbaDims, type ModelConfig } from '../../engine/config.js';
+import { loadConfig, type HymbaDims, type ModelConfig } from '../../engine/model/config.js';
 import { emitGraph } from '../../engine/onnx/emit.js';
-import { buildStageGraph, stateNames, type StageSpec } from '../../engine/onnx/hymba-graph.js';
+import { buildStageGraph, stateNames, type StageSpec } from '../../engine/model/graph.js';
 import { expandQ4Graph } from '../../engine/onnx/q4-expand.js';
-import { ort } from '../../engine/runtime/ort.js';
-import { kvEntries } from '../../engine/state.js';
-import { layerTensorShapes, type WeightMap } from '../../engine/weights.js';
+import { ort } from '../../engine/run/ort.js';
+import { kvEntries } from '../../engine/state/state.js';
+import { layerTensorShapes, type WeightMap } from '../../engine/model/weights.js';
 import { initTensor } from '../test-model/make-test-model.js';
 import { presetConfig, pyJson } from '../test-model/presets.js';
 

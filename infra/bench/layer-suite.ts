@@ -6,7 +6,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadGraph } from '../../engine/runtime/ort.js';
+import { loadGraph } from '../../engine/run/ort.js';
 import {
   buildLayer,
   DECODE_BATCH,

@@ -8,8 +8,8 @@ import { GraphBuilder } from '../../engine/onnx/builder.js';
 import { emitGraph } from '../../engine/onnx/emit.js';
 import { DataType } from '../../engine/onnx/proto.js';
 import { int8Linear, type Int8Exec } from '../../engine/onnx/quantized.js';
-import { quantizeInt8 } from '../../engine/quantize.js';
-import { ort } from '../../engine/runtime/ort.js';
+import { quantizeInt8 } from '../../engine/convert/quantize.js';
+import { ort } from '../../engine/run/ort.js';
 import { Rng } from '../test-model/random.js';
 import { time, type Timing } from './stats.js';
 

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { GraphBuilder } from '../../engine/onnx/builder.js';
 import { emitGraph } from '../../engine/onnx/emit.js';
-import { ort } from '../../engine/runtime/ort.js';
+import { ort } from '../../engine/run/ort.js';
 import { initNodeOrt } from '../node-ort.js';
 import { layerModel, runAll, workloads } from './layer-graph.js';
 

@@ -3,7 +3,7 @@
 // usage: node --import tsx infra/bench/profile-child.ts <graph file> <runs>
 
 import { readFileSync } from 'node:fs';
-import { ort } from '../../engine/runtime/ort.js';
+import { ort } from '../../engine/run/ort.js';
 import { initNodeOrt } from '../node-ort.js';
 import { layerModel, runAll, workloads } from './layer-graph.js';
 

@@ -5,9 +5,9 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HymbaEngine } from '../../engine/model.js';
-import { sample, createRng } from '../../engine/sampling.js';
-import { deserializeState, serializeState } from '../../engine/state.js';
+import { HymbaEngine } from '../../engine/run/loaded-model.js';
+import { sample, createRng } from '../../engine/generate/sampling.js';
+import { deserializeState, serializeState } from '../../engine/state/state.js';
 import { convertDir, dirModelSource } from '../model-dir.js';
 import { makeTestModel } from '../test-model/make-test-model.js';
 import type { PresetName } from '../test-model/presets.js';

@@ -8,9 +8,9 @@
 // messages out: {id, ok: true, ...result} | {id, ok: false, error}
 
 import { parentPort } from 'node:worker_threads';
-import { loadStage, type LoadedStage } from '../../engine/model.js';
-import type { StageInput } from '../../engine/stage-runner.js';
-import { cloneState, type HymbaState } from '../../engine/state.js';
+import { loadStage, type LoadedStage } from '../../engine/run/loaded-model.js';
+import type { StageInput } from '../../engine/run/stage-runner.js';
+import { cloneState, type HymbaState } from '../../engine/state/state.js';
 import { dirModelSource } from '../model-dir.js';
 import { initNodeOrt } from '../node-ort.js';
 

@@ -1,6 +1,6 @@
 // `npm run bench -- --stages`: what running Hymba-1.5B as stages in separate Durable Objects costs, measured on
 // this machine where it can be and computed where it cannot:
-//   1. the planner's stages for the full 32-layer config at int8 and f16 in a 128 MB budget (engine/plan.ts);
+//   1. the planner's stages for the full 32-layer config at int8 and f16 in a 128 MB budget (engine/stages/plan.ts);
 //   2. the memory of one 1-layer stage in a fresh process (infra/plan/stage-memory-child.ts) beside the estimate;
 //   3. per-token decode latency = measured compute per layer x layers per stage + hops x a hop latency
 //      (measured here between worker threads; ASSUMED for Durable Object RPC);
@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
-import { loadConfig, type HymbaDims } from '../../engine/config.js';
+import { loadConfig, type HymbaDims } from '../../engine/model/config.js';
 import {
   estimateStages,
   headWeightBytes,
@@ -31,8 +31,8 @@ import {
   stageLabel,
   type ModelPlan,
   type StagePlan,
-} from '../../engine/plan.js';
-import type { StageInput } from '../../engine/stage-runner.js';
+} from '../../engine/stages/plan.js';
+import type { StageInput } from '../../engine/run/stage-runner.js';
 import { measureStage, type StageMeasurement } from '../plan/measure.js';
 import { makeTestModel } from '../test-model/make-test-model.js';
 import { presetConfig, pyJson } from '../test-model/presets.js';
@@ -581,7 +581,7 @@ export async function runStagesBench(argv: string[]): Promise<Record<string, unk
     );
 
     section(
-      `1. Stages the planner (engine/plan.ts) gives the full ${full.L}-layer Hymba-1.5B config, ${BUDGET_MB} MB per isolate`,
+      `1. Stages the planner (engine/stages/plan.ts) gives the full ${full.L}-layer Hymba-1.5B config, ${BUDGET_MB} MB per isolate`,
     );
     for (const dtype of ['int8', 'f16'] as const) {
       const p = plans[dtype];

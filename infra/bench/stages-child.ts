@@ -10,10 +10,10 @@
 
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { HymbaEngine } from '../../engine/model.js';
-import { isModelDtype } from '../../engine/quantize.js';
-import type { StageInput } from '../../engine/stage-runner.js';
-import { cloneState, type HymbaState } from '../../engine/state.js';
+import { HymbaEngine } from '../../engine/run/loaded-model.js';
+import { isModelDtype } from '../../engine/convert/quantize.js';
+import type { StageInput } from '../../engine/run/stage-runner.js';
+import { cloneState, type HymbaState } from '../../engine/state/state.js';
 import { convertDir, dirModelSource } from '../model-dir.js';
 import { initNodeOrt } from '../node-ort.js';
 import { time, type Timing } from './stats.js';

@@ -1,7 +1,7 @@
 // Timing helpers for benchmarks: medians with min and max over repeated runs, and a description of the machine.
 
 import { cpus, totalmem } from 'node:os';
-import { ort } from '../../engine/runtime/ort.js';
+import { ort } from '../../engine/run/ort.js';
 
 export interface Timing {
   median: number;

@@ -4,9 +4,9 @@
 
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MANIFEST_FILE, parseManifest, type ManifestPlan } from '../../engine/manifest.js';
-import { planStages, type ModelPlan } from '../../engine/plan.js';
-import { isModelDtype, MODEL_DTYPES } from '../../engine/quantize.js';
+import { MANIFEST_FILE, parseManifest, type ManifestPlan } from '../../engine/convert/manifest.js';
+import { planStages, type ModelPlan } from '../../engine/stages/plan.js';
+import { isModelDtype, MODEL_DTYPES } from '../../engine/convert/quantize.js';
 import { convertDir, readModelDir } from '../model-dir.js';
 import { CliError, parse } from './args.js';
 import { formatPlan, PLAN_FLAGS, planOptions } from './plan.js';

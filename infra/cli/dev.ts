@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { GRAPH_VERSION, MANIFEST_FILE, parseManifest } from '../../engine/manifest.js';
+import { GRAPH_VERSION, MANIFEST_FILE, parseManifest } from '../../engine/convert/manifest.js';
 import { convertDir, exists } from '../model-dir.js';
 import { makeTestModel } from '../test-model/make-test-model.js';
 import { defaultPrefix, LOCAL_PERSIST, ROOT, uploadModel, WRANGLER } from '../upload.js';

@@ -1,4 +1,4 @@
-import { generate } from '../../engine/generate.js';
+import { generate } from '../../engine/generate/generate.js';
 import { openModelDir } from '../model-dir.js';
 import { CliError, idsFlag, intFlag, numberFlag, parse } from './args.js';
 

@@ -6,7 +6,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { HymbaDims } from '../../engine/config.js';
+import type { HymbaDims } from '../../engine/model/config.js';
 import {
   estimateStages,
   maxContextThatFits,
@@ -17,8 +17,8 @@ import {
   stageLabel,
   type ModelPlan,
   type PlanOptions,
-} from '../../engine/plan.js';
-import { isModelDtype, MODEL_DTYPES, type ModelDtype } from '../../engine/quantize.js';
+} from '../../engine/stages/plan.js';
+import { isModelDtype, MODEL_DTYPES, type ModelDtype } from '../../engine/convert/quantize.js';
 import { convertDir, readModelDir, type ModelDirInfo } from '../model-dir.js';
 import { measureStage, type StageMeasurement } from '../plan/measure.js';
 import { CliError, intFlag, numberFlag, parse } from './args.js';

@@ -7,13 +7,13 @@
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig, type HymbaDims } from '../../engine/config.js';
-import { MANIFEST_FILE, parseManifest } from '../../engine/manifest.js';
+import { loadConfig, type HymbaDims } from '../../engine/model/config.js';
+import { MANIFEST_FILE, parseManifest } from '../../engine/convert/manifest.js';
 import { GraphBuilder } from '../../engine/onnx/builder.js';
 import { emitGraph } from '../../engine/onnx/emit.js';
 import { expandQ4Graph } from '../../engine/onnx/q4-expand.js';
-import { ort } from '../../engine/runtime/ort.js';
-import { kvEntries } from '../../engine/state.js';
+import { ort } from '../../engine/run/ort.js';
+import { kvEntries } from '../../engine/state/state.js';
 import { initNodeOrt } from '../node-ort.js';
 
 export interface MemSnapshot {

@@ -6,9 +6,9 @@
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { loadConfig, type HymbaDims } from '../../engine/config.js';
-import { SafetensorsWriter, type SafetensorsDtype, type TensorSpec } from '../../engine/safetensors.js';
-import { expectedTensors } from '../../engine/weights.js';
+import { loadConfig, type HymbaDims } from '../../engine/model/config.js';
+import { SafetensorsWriter, type SafetensorsDtype, type TensorSpec } from '../../engine/convert/safetensors.js';
+import { expectedTensors } from '../../engine/model/weights.js';
 import { fileSink } from '../node-files.js';
 import { generationConfig, presetConfig, pyJson, PRESET_NAMES, type ConfigValue, type PresetName } from './presets.js';
 import { Rng } from './random.js';

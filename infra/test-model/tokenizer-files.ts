@@ -13,7 +13,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import llamaTokenizer from 'llama-tokenizer-js';
-import { HYMBA_INSTRUCT_CHAT_TEMPLATE } from '../../engine/chat-template.js';
+import { HYMBA_INSTRUCT_CHAT_TEMPLATE } from '../../engine/text/chat-template.js';
 
 const SPIECE_UNDERLINE = '▁';
 const PAD_ID = 32000;

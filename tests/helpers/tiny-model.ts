@@ -3,20 +3,20 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadWeights, openCheckpoint } from '../../engine/checkpoint.js';
-import { loadConfig, type ModelConfig } from '../../engine/config.js';
-import { HymbaEngine } from '../../engine/model.js';
-import type { WeightMap } from '../../engine/weights.js';
+import { loadWeights, openCheckpoint } from '../../engine/convert/checkpoint.js';
+import { loadConfig, type ModelConfig } from '../../engine/model/config.js';
+import { HymbaEngine } from '../../engine/run/loaded-model.js';
+import type { WeightMap } from '../../engine/model/weights.js';
 import { convertDir, dirModelSource } from '../../infra/model-dir.js';
 import { dirCheckpointSource } from '../../infra/node-files.js';
 import { makeTestModel } from '../../infra/test-model/make-test-model.js';
 import type { ConfigValue, PresetName } from '../../infra/test-model/presets.js';
-import type { StageOption } from '../../engine/convert.js';
-import { MANIFEST_FILE, parseManifest, stageSpecOf, type Manifest } from '../../engine/manifest.js';
+import type { StageOption } from '../../engine/convert/convert.js';
+import { MANIFEST_FILE, parseManifest, stageSpecOf, type Manifest } from '../../engine/convert/manifest.js';
 import { expandQ4Graph } from '../../engine/onnx/q4-expand.js';
-import { HymbaRunner, type Stage } from '../../engine/runner.js';
-import { loadGraph } from '../../engine/runtime/ort.js';
-import { deserializeState, emptyState, type HymbaState } from '../../engine/state.js';
+import { HymbaRunner, type Stage } from '../../engine/run/runner.js';
+import { loadGraph } from '../../engine/run/ort.js';
+import { deserializeState, emptyState, type HymbaState } from '../../engine/state/state.js';
 
 export interface TestModel {
   root: string;

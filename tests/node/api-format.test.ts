@@ -5,7 +5,7 @@
 import { Hono } from 'hono';
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { ApiErrorBody, TokenLogprob, TurnEvent, TurnRequest } from '../../durable-objects/protocol.js';
+import type { ApiErrorBody, TokenLogprob, TurnEvent, TurnRequest } from '../../engine/serve/protocol.js';
 import { collectChatCompletion, chatFormatOptions, streamChatCompletion } from '../../workers/api/chat-format.js';
 import { collectCompletion, completionFormatOptions, streamCompletion } from '../../workers/api/completion-format.js';
 import { notFound, onError } from '../../workers/api/errors.js';

@@ -1,11 +1,11 @@
 // Continuous batching: several sessions at different positions decoded together, one token each in one ONNX run
 // per stage, give what each session gives decoded alone; and a model cut into stages runs as one does.
 
-import { concatFloat32 } from '../../engine/arrays.js';
+import { concatFloat32 } from '../../engine/run/arrays.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { HymbaRunner } from '../../engine/runner.js';
-import { StageRunner } from '../../engine/stage-runner.js';
-import { cloneState, emptyState, type HymbaState } from '../../engine/state.js';
+import type { HymbaRunner } from '../../engine/run/runner.js';
+import { StageRunner } from '../../engine/run/stage-runner.js';
+import { cloneState, emptyState, type HymbaState } from '../../engine/state/state.js';
 import { makeConvertedModel, maxDiff, tokenSequence, type TestModel } from '../helpers/tiny-model.js';
 
 // tiny: M = 8, W = 16. After 3 and 12 text tokens the sliding caches are not full (12 fills up while

@@ -6,8 +6,8 @@ import {
   templateEmitsBos,
   type ChatMessage,
   type RenderChatOptions,
-} from '../../engine/chat-template.js';
-import { HymbaTokenizer } from '../../engine/tokenizer.js';
+} from '../../engine/text/chat-template.js';
+import { HymbaTokenizer } from '../../engine/text/tokenizer.js';
 import { buildTokenizerFiles } from '../../infra/test-model/tokenizer-files.js';
 
 // The chat template published with nvidia/Hymba-1.5B-Instruct and nvidia/Nemotron-Mini-4B-Instruct, as

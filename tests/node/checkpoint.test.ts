@@ -9,9 +9,9 @@ import {
   openCheckpoint,
   validateCheckpoint,
   type CheckpointSource,
-} from '../../engine/checkpoint.js';
-import { loadConfig } from '../../engine/config.js';
-import { bf16ToF32, roundToBf16 } from '../../engine/dtype.js';
+} from '../../engine/convert/checkpoint.js';
+import { loadConfig } from '../../engine/model/config.js';
+import { bf16ToF32, roundToBf16 } from '../../engine/convert/dtype.js';
 import {
   parseSafetensorsHeader,
   readTensorBytes,
@@ -21,8 +21,8 @@ import {
   SafetensorsWriter,
   type ByteSource,
   type TensorSpec,
-} from '../../engine/safetensors.js';
-import { expectedTensors, type WeightMap } from '../../engine/weights.js';
+} from '../../engine/convert/safetensors.js';
+import { expectedTensors, type WeightMap } from '../../engine/model/weights.js';
 import { dirCheckpointSource, fileByteSource, fileSink } from '../../infra/node-files.js';
 import { initTensor, main, makeTestModel, planTestModel } from '../../infra/test-model/make-test-model.js';
 import { cutShape, pairGroups, presetConfig, PRESETS, pyJson } from '../../infra/test-model/presets.js';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseManifest } from '../../engine/manifest.js';
+import { parseManifest } from '../../engine/convert/manifest.js';
 import { presetConfig, pyJson } from '../../infra/test-model/presets.js';
 
 const run = promisify(execFile);

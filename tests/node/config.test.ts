@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../engine/config.js';
+import { ConfigError, loadConfig } from '../../engine/model/config.js';
 import { presetConfig } from '../../infra/test-model/presets.js';
 
 const hymba15 = (): Record<string, unknown> =>

@@ -1,7 +1,7 @@
 // The continuous-batching queue: steps that wait together run together, in order, within the bounds.
 
 import { describe, expect, it } from 'vitest';
-import { DecodeBatcher } from '../../engine/decode-batcher.js';
+import { DecodeBatcher } from '../../engine/run/decode-batcher.js';
 
 const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -9,7 +9,7 @@ import {
   numberToBf16Bits,
   numberToF16Bits,
   roundToBf16,
-} from '../../engine/dtype.js';
+} from '../../engine/convert/dtype.js';
 
 // ---------------------------------------------------------------- slow references (plain arithmetic)
 

@@ -1,9 +1,9 @@
 // The ONNX engine computes Hymba as the float64 reference does, and continuing from a saved state is exact.
 
-import { concatFloat32 } from '../../engine/arrays.js';
+import { concatFloat32 } from '../../engine/run/arrays.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { referenceForward } from '../../engine/reference.js';
-import { deserializeState, serializeState, type HymbaState } from '../../engine/state.js';
+import { referenceForward } from '../../engine/model/reference.js';
+import { deserializeState, serializeState, type HymbaState } from '../../engine/state/state.js';
 import type { ConfigValue } from '../../infra/test-model/presets.js';
 import { makeConvertedModel, maxAbsDiff, maxDiff, tokenSequence, type TestModel } from '../helpers/tiny-model.js';
 
@@ -82,7 +82,7 @@ describe('resumption is exact', () => {
     const { runner } = tiny.engine;
     const { M, V: vocab } = tiny.model.dims;
     const ids = tokenSequence(30, vocab, 13);
-    let state = (await import('../../engine/state.js')).emptyState(tiny.model.dims);
+    let state = (await import('../../engine/state/state.js')).emptyState(tiny.model.dims);
     await runner.feedMeta(state, 3);
     state = persist(tiny, state);
     await runner.feedMeta(state, M - 3);

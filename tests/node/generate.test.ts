@@ -6,10 +6,10 @@ import {
   type GeneratedToken,
   type IncrementalDetokenizer,
   type TokenStepper,
-} from '../../engine/generate.js';
-import { lit } from '../../engine/grammar.js';
-import { StopMatcher } from '../../engine/stop.js';
-import { GrammarConstraint, VocabIndex, type TokenConstraint } from '../../engine/token-mask.js';
+} from '../../engine/generate/generate.js';
+import { lit } from '../../engine/constrain/grammar.js';
+import { StopMatcher } from '../../engine/generate/stop.js';
+import { GrammarConstraint, VocabIndex, type TokenConstraint } from '../../engine/constrain/token-mask.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // StopMatcher

@@ -14,7 +14,7 @@ import {
   startMatch,
   type Grammar,
   type MatchState,
-} from '../../engine/grammar.js';
+} from '../../engine/constrain/grammar.js';
 
 /** 'null' when the text cannot continue a match, else which of complete/closed hold. */
 function status(g: Grammar, text: string): string {

@@ -1,14 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import Ajv2020 from 'ajv/dist/2020.js';
-import { startMatch, type Grammar, type MatchState } from '../../engine/grammar.js';
+import { startMatch, type Grammar, type MatchState } from '../../engine/constrain/grammar.js';
 import {
   anyJsonObjectGrammar,
   anyJsonValueGrammar,
   integerRangeGrammar,
   jsonSchemaGrammar,
   SchemaError,
-} from '../../engine/json-schema-grammar.js';
-import { createRng, type Rng } from '../../engine/sampling.js';
+} from '../../engine/constrain/json-schema.js';
+import { createRng, type Rng } from '../../engine/generate/sampling.js';
 
 const ajv = new Ajv2020({ strict: false, validateFormats: false });
 

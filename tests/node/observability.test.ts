@@ -16,9 +16,9 @@ import {
   observe,
   type RequestRecord,
   type TurnRecord,
-} from '../../workers/metrics.js';
+} from '../../durable-objects/metrics/metrics.js';
 import { RequestMetrics, sseErrorType, watchEventStream } from '../../workers/observability.js';
-import type { Env } from '../../workers/env.js';
+import type { Env } from '../../durable-objects/env.js';
 
 function turn(extra: Partial<TurnRecord> = {}): TurnRecord {
   const interToken = emptyHistogram(LATENCY_BUCKETS_S);

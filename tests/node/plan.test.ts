@@ -2,17 +2,17 @@
 // MLP blocks, slices, K/V mirrors) when whole layers cannot fit, budgets, run tokens, over-budget units,
 // state and sessions-that-fit arithmetic, and the manifest's optional plan record.
 
-import { concatFloat32 } from '../../engine/arrays.js';
+import { concatFloat32 } from '../../engine/run/arrays.js';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, type HymbaDims, type ModelConfig } from '../../engine/config.js';
-import type { StageOption } from '../../engine/convert.js';
-import { parseManifest, type Manifest } from '../../engine/manifest.js';
-import { HymbaEngine } from '../../engine/model.js';
+import { loadConfig, type HymbaDims, type ModelConfig } from '../../engine/model/config.js';
+import type { StageOption } from '../../engine/convert/convert.js';
+import { parseManifest, type Manifest } from '../../engine/convert/manifest.js';
+import { HymbaEngine } from '../../engine/run/loaded-model.js';
 import { emitGraph } from '../../engine/onnx/emit.js';
-import { buildStageGraph, checkStage, sliceRange, type StageSpec } from '../../engine/onnx/hymba-graph.js';
+import { buildStageGraph, checkStage, sliceRange, type StageSpec } from '../../engine/model/graph.js';
 import {
   atomicUnits,
   embedWeightBytes,
@@ -31,10 +31,10 @@ import {
   stageLabel,
   stageWeightBytes,
   type ModelPlan,
-} from '../../engine/plan.js';
-import type { ModelDtype } from '../../engine/quantize.js';
-import { stateBytes } from '../../engine/state.js';
-import { expectedTensors, type WeightMap } from '../../engine/weights.js';
+} from '../../engine/stages/plan.js';
+import type { ModelDtype } from '../../engine/convert/quantize.js';
+import { stateBytes } from '../../engine/state/state.js';
+import { expectedTensors, type WeightMap } from '../../engine/model/weights.js';
 import { convertDir, dirModelSource } from '../../infra/model-dir.js';
 import { maxDiff, tokenSequence } from '../helpers/tiny-model.js';
 import { makeTestModel } from '../../infra/test-model/make-test-model.js';

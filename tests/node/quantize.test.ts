@@ -4,8 +4,8 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { MANIFEST_FILE, parseManifest } from '../../engine/manifest.js';
-import { HymbaEngine } from '../../engine/model.js';
+import { MANIFEST_FILE, parseManifest } from '../../engine/convert/manifest.js';
+import { HymbaEngine } from '../../engine/run/loaded-model.js';
 import { GraphBuilder } from '../../engine/onnx/builder.js';
 import { emitGraph } from '../../engine/onnx/emit.js';
 import { DataType } from '../../engine/onnx/proto.js';
@@ -24,8 +24,8 @@ import {
   roundHalfEven,
   transposeInt8,
   type Q4Weight,
-} from '../../engine/quantize.js';
-import { float32, loadGraph } from '../../engine/runtime/ort.js';
+} from '../../engine/convert/quantize.js';
+import { float32, loadGraph } from '../../engine/run/ort.js';
 import { CliError } from '../../infra/cli/args.js';
 import { runConvert } from '../../infra/cli/convert.js';
 import { convertDir, dirModelSource } from '../../infra/model-dir.js';

@@ -2,7 +2,7 @@
 // properties (causality, the sliding window's reach) on small random checkpoints.
 
 import { describe, expect, it } from 'vitest';
-import { loadConfig, type ModelConfig } from '../../engine/config.js';
+import { loadConfig, type ModelConfig } from '../../engine/model/config.js';
 import {
   applyRope,
   attentionBranch,
@@ -20,8 +20,8 @@ import {
   zeros,
   type AttentionDims,
   type Matrix,
-} from '../../engine/reference.js';
-import { expectedTensors, type WeightMap } from '../../engine/weights.js';
+} from '../../engine/model/reference.js';
+import { expectedTensors, type WeightMap } from '../../engine/model/weights.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Helpers: a seeded PRNG and a random checkpoint for a small config

@@ -1,7 +1,7 @@
 // Pipeline replica assignment: jump consistent hashing over FNV-1a.
 
 import { describe, expect, it } from 'vitest';
-import { fnv1a64, jumpHash, replicaOf } from '../../durable-objects/replicas.js';
+import { fnv1a64, jumpHash, replicaOf } from '../../durable-objects/stage/replicas.js';
 
 const keys = Array.from({ length: 4000 }, (_, i) => `session-${i}-${(i * 2654435761) % 1000003}`);
 

@@ -9,7 +9,7 @@ import {
   topLogprobs,
   type Rng,
   type SamplingParams,
-} from '../../engine/sampling.js';
+} from '../../engine/generate/sampling.js';
 
 /** Softmax of logits / T computed the plain way in float64, as the reference. */
 function softmax(logits: number[], temperature = 1): number[] {

@@ -1,14 +1,14 @@
 // Stages that hold part of a layer (sublayer units), one share of a block (MLP, embedding and head slices,
 // run side by side) and mirrors of another stage's K/V cache compute exactly what the unsliced model does.
 
-import { concatFloat32 } from '../../engine/arrays.js';
+import { concatFloat32 } from '../../engine/run/arrays.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StageOption } from '../../engine/convert.js';
-import type { StageSpec } from '../../engine/onnx/hymba-graph.js';
-import { referenceForward } from '../../engine/reference.js';
-import { StageRunner } from '../../engine/stage-runner.js';
-import { cloneState, deserializeState, serializeState, stageState, type HymbaState } from '../../engine/state.js';
-import { pipelineSteps, runSteps } from '../../engine/steps.js';
+import type { StageOption } from '../../engine/convert/convert.js';
+import type { StageSpec } from '../../engine/model/graph.js';
+import { referenceForward } from '../../engine/model/reference.js';
+import { StageRunner } from '../../engine/run/stage-runner.js';
+import { cloneState, deserializeState, serializeState, stageState, type HymbaState } from '../../engine/state/state.js';
+import { pipelineSteps, runSteps } from '../../engine/stages/steps.js';
 import {
   makeStagedModel,
   maxAbsDiff,
@@ -169,10 +169,10 @@ describe('pipelineSteps', () => {
   let dims: StagedModel['model']['dims'];
   let specs: StageSpec[];
   beforeAll(async () => {
-    const { loadConfig } = await import('../../engine/config.js');
+    const { loadConfig } = await import('../../engine/model/config.js');
     const { presetConfig, pyJson } = await import('../../infra/test-model/presets.js');
     dims = loadConfig(JSON.parse(pyJson(presetConfig('tiny')))).dims;
-    const { stageSpecs } = await import('../../engine/convert.js');
+    const { stageSpecs } = await import('../../engine/convert/convert.js');
     specs = stageSpecs(dims, PLAN);
   });
   const whole = (first: number, last: number, embed: boolean, head: boolean): StageSpec => ({

@@ -2,9 +2,9 @@
 // splitState and checkWholeState, on the tiny model's layout split every way a stage can split it.
 
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../engine/config.js';
-import { crc32 } from '../../engine/crc32.js';
-import type { StageSpec } from '../../engine/onnx/hymba-graph.js';
+import { loadConfig } from '../../engine/model/config.js';
+import { crc32 } from '../../engine/state/crc32.js';
+import type { StageSpec } from '../../engine/model/graph.js';
 import {
   checkWholeState,
   deserializeState,
@@ -17,7 +17,7 @@ import {
   StateFingerprintError,
   StateFormatError,
   type HymbaState,
-} from '../../engine/state.js';
+} from '../../engine/state/state.js';
 import { presetConfig } from '../../infra/test-model/presets.js';
 
 const { dims: d } = loadConfig(JSON.parse(JSON.stringify(presetConfig('tiny'))) as Record<string, unknown>);

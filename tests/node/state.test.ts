@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../engine/config.js';
+import { loadConfig } from '../../engine/model/config.js';
 import {
   deserializeState,
   emptyStageState,
@@ -11,7 +11,7 @@ import {
   stageState,
   StateFormatError,
   type HymbaState,
-} from '../../engine/state.js';
+} from '../../engine/state/state.js';
 import { presetConfig } from '../../infra/test-model/presets.js';
 import { makeConvertedModel, tokenSequence, type TestModel } from '../helpers/tiny-model.js';
 

@@ -1,10 +1,10 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import Ajv2020 from 'ajv/dist/2020.js';
-import { anyText, lit, seq, startMatch, type Grammar, type MatchState } from '../../engine/grammar.js';
-import { anyJsonObjectGrammar, jsonSchemaGrammar } from '../../engine/json-schema-grammar.js';
-import { createRng, sample } from '../../engine/sampling.js';
-import { GrammarConstraint, VocabIndex } from '../../engine/token-mask.js';
-import { HymbaTokenizer } from '../../engine/tokenizer.js';
+import { anyText, lit, seq, startMatch, type Grammar, type MatchState } from '../../engine/constrain/grammar.js';
+import { anyJsonObjectGrammar, jsonSchemaGrammar } from '../../engine/constrain/json-schema.js';
+import { createRng, sample } from '../../engine/generate/sampling.js';
+import { GrammarConstraint, VocabIndex } from '../../engine/constrain/token-mask.js';
+import { HymbaTokenizer } from '../../engine/text/tokenizer.js';
 import { buildTokenizerFiles } from '../../infra/test-model/tokenizer-files.js';
 
 const ajv = new Ajv2020({ strict: false, validateFormats: false });

@@ -5,8 +5,8 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { Tokenizer } from '@huggingface/tokenizers';
 import llamaTokenizer from 'llama-tokenizer-js';
 import { buildTokenizerFiles, writeTokenizerFiles } from '../../infra/test-model/tokenizer-files.js';
-import { HymbaTokenizer } from '../../engine/tokenizer.js';
-import { HYMBA_INSTRUCT_CHAT_TEMPLATE } from '../../engine/chat-template.js';
+import { HymbaTokenizer } from '../../engine/text/tokenizer.js';
+import { HYMBA_INSTRUCT_CHAT_TEMPLATE } from '../../engine/text/chat-template.js';
 
 type Files = ReturnType<typeof buildTokenizerFiles>;
 interface TokenizerJsonShape {

@@ -1,7 +1,7 @@
 // The tool-call parser: content vs calls, whole and streamed, and malformed calls kept as content.
 
 import { describe, expect, it } from 'vitest';
-import { parseToolCalls, ToolCallParser, type ParsedChunk } from '../../engine/tool-calls.js';
+import { parseToolCalls, ToolCallParser, type ParsedChunk } from '../../engine/text/tool-calls.js';
 
 const NAMES = new Set(['get_weather', 'add']);
 

@@ -2,9 +2,9 @@
 // echo: true, logprobs: 1, max_tokens 0 or 1): the prompt tokens' log-probs equal the engine's own.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { TurnEvent } from '../../durable-objects/protocol.js';
-import { runTurn } from '../../durable-objects/turn.js';
-import { logSoftmax } from '../../engine/sampling.js';
+import type { TurnEvent } from '../../engine/serve/protocol.js';
+import { runTurn } from '../../engine/serve/turn.js';
+import { logSoftmax } from '../../engine/generate/sampling.js';
 import { collectCompletion } from '../../workers/api/completion-format.js';
 import { makeConvertedModel, tokenSequence, type TestModel } from '../helpers/tiny-model.js';
 

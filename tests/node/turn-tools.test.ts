@@ -3,8 +3,8 @@
 // server's prompt-token limit is checked before anything runs.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { TurnEvent, TurnRequest } from '../../durable-objects/protocol.js';
-import { prepareTurn, promptIds, runTurn, TurnError } from '../../durable-objects/turn.js';
+import type { TurnEvent, TurnRequest } from '../../engine/serve/protocol.js';
+import { prepareTurn, promptIds, runTurn, TurnError } from '../../engine/serve/turn.js';
 import { makeConvertedModel, type TestModel } from '../helpers/tiny-model.js';
 
 let tiny: TestModel;

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MANIFEST_FILE } from '../../engine/manifest.js';
+import { MANIFEST_FILE } from '../../engine/convert/manifest.js';
 import {
   DEFAULT_BUCKET,
   normalizePrefix,

@@ -20,7 +20,7 @@ import {
   type ChatReply,
   type SessionView,
 } from './api-helpers.js';
-import type { SessionDO } from '../../durable-objects/session-do.js';
+import type { SessionDO } from '../../durable-objects/session/session-do.js';
 import { DETOUR, DETOUR_MAX_TOKENS, MAX_TOKENS, SYSTEM, USER_TURNS } from './scenario.js';
 
 beforeAll(seedModel);

@@ -28,7 +28,7 @@ import {
   TokenizeRequestSchema,
 } from '../../workers/api/schemas.js';
 import { ResponseCreateRequestSchema } from '../../workers/api/responses-schemas.js';
-import type { Env } from '../../workers/env.js';
+import type { Env } from '../../durable-objects/env.js';
 import app from '../../workers/index.js';
 import {
   BASE,

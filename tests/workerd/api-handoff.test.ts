@@ -6,9 +6,9 @@
 import { runInDurableObject } from 'cloudflare:test';
 import { env, exports } from 'cloudflare:workers';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import { loadConfig } from '../../engine/config.js';
-import { MANIFEST_FILE, parseManifest, stageSpecOf } from '../../engine/manifest.js';
-import { checkWholeState, deserializeState, serializeState, splitState } from '../../engine/state.js';
+import { loadConfig } from '../../engine/model/config.js';
+import { MANIFEST_FILE, parseManifest, stageSpecOf } from '../../engine/convert/manifest.js';
+import { checkWholeState, deserializeState, serializeState, splitState } from '../../engine/state/state.js';
 import { sha256 } from '../../workers/auth.js';
 import app from '../../workers/index.js';
 import {

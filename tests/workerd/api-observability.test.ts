@@ -9,7 +9,7 @@ import { env } from 'cloudflare:workers';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import app from '../../workers/index.js';
 import { sha256 } from '../../workers/auth.js';
-import type { StageDO } from '../../durable-objects/stage-do.js';
+import type { StageDO } from '../../durable-objects/stage/stage-do.js';
 import {
   BASE,
   call,

@@ -5,7 +5,7 @@
 import { abortAllDurableObjects, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import type { StageDO } from '../../durable-objects/stage-do.js';
+import type { StageDO } from '../../durable-objects/stage/stage-do.js';
 import {
   createSession,
   expected,

@@ -9,10 +9,10 @@ import {
   renderChat,
   templateEmitsBos,
   type ChatMessage,
-} from '../../engine/chat-template.js';
-import { generate } from '../../engine/generate.js';
-import { MANIFEST_FILE, parseManifest } from '../../engine/manifest.js';
-import { HymbaEngine } from '../../engine/model.js';
+} from '../../engine/text/chat-template.js';
+import { generate } from '../../engine/generate/generate.js';
+import { MANIFEST_FILE, parseManifest } from '../../engine/convert/manifest.js';
+import { HymbaEngine } from '../../engine/run/loaded-model.js';
 import { convertDir, dirModelSource } from '../../infra/model-dir.js';
 import { initNodeOrt } from '../../infra/node-ort.js';
 import { makeTestModel } from '../../infra/test-model/make-test-model.js';

@@ -3,7 +3,7 @@
 import { runInDurableObject } from 'cloudflare:test';
 import { env, exports } from 'cloudflare:workers';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import { loadGraph } from '../../engine/runtime/ort.js';
+import { loadGraph } from '../../engine/run/ort.js';
 
 const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   expect(a.length).toBe(b.length);
@@ -36,7 +36,7 @@ describe('SessionDO in workerd', () => {
     expect(info.fingerprint).toBe(inject('tinyFingerprint'));
     expect(info.stages).toBe(inject('tinyStages'));
     expect(info.perStage.map((s) => s.stage)).toEqual([...Array(inject('tinyStages')).keys()]);
-    // If this fails, ORT no longer calls WebAssembly.instantiate(bytes, imports): engine/runtime/ort.ts's
+    // If this fails, ORT no longer calls WebAssembly.instantiate(bytes, imports): engine/run/ort.ts's
     // workaround for workerd (platform.md, "ONNX Runtime Web inside workerd") needs revisiting.
     expect(info.redirected).toBe(true);
   });

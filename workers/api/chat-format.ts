@@ -2,9 +2,9 @@
 // `chat.completion.chunk`s (docs/api.md). The stream state (id, created, whether the role was sent) lives in
 // the formatter made for one request.
 
-import type { FinishReason, TokenLogprob, TurnEvent } from '../../durable-objects/protocol.js';
+import type { FinishReason, TokenLogprob, TurnEvent } from '../../engine/serve/protocol.js';
 import { ApiError } from './errors.js';
-import { randomId, unixSeconds } from './ids.js';
+import { randomId, unixSeconds } from '../../engine/serve/ids.js';
 import type { ChatCompletionRequest } from './schemas.js';
 import { eventStream, type EventStreamOptions, type SseStep } from './sse.js';
 import { collectTurn, finiteLogprob, usageOf, type Usage } from './turn-events.js';

@@ -5,9 +5,9 @@
 // lm-evaluation-harness scores with (`echo: true, logprobs: 1, max_tokens: 1`, summing `token_logprobs`).
 // `text_offset` counts code points (Python `str` indices, as OpenAI does) into the returned text.
 
-import type { FinishReason, TokenLogprob, TurnEvent } from '../../durable-objects/protocol.js';
+import type { FinishReason, TokenLogprob, TurnEvent } from '../../engine/serve/protocol.js';
 import { ApiError } from './errors.js';
-import { randomId, unixSeconds } from './ids.js';
+import { randomId, unixSeconds } from '../../engine/serve/ids.js';
 import type { CompletionRequest } from './schemas.js';
 import { eventStream, type EventStreamOptions, type SseStep } from './sse.js';
 import { promptText } from './to-turn.js';

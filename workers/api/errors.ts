@@ -7,7 +7,7 @@
 import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import type { ApiErrorBody } from '../../durable-objects/protocol.js';
+import type { ApiErrorBody } from '../../engine/serve/protocol.js';
 import { errorLogLine, log } from '../log.js';
 
 export type ApiErrorType =

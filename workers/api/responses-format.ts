@@ -3,10 +3,10 @@
 // `response.completed` / `response.incomplete` carrying the whole response (no `[DONE]`). Both are built by
 // the same assembler, so a streamed response and a non-streamed one have the same output items.
 
-import type { ChatMessage } from '../../engine/chat-template.js';
-import type { TurnEvent } from '../../durable-objects/protocol.js';
+import type { ChatMessage } from '../../engine/text/chat-template.js';
+import type { TurnEvent } from '../../engine/serve/protocol.js';
 import { ApiError } from './errors.js';
-import { randomHex } from './ids.js';
+import { randomHex } from '../../engine/serve/ids.js';
 import type { ResponseCreateRequest } from './responses-schemas.js';
 import { DEFAULT_KEEP_ALIVE_MS, writeSse } from './sse.js';
 import { turnEndedEarly, type DoneEvent } from './turn-events.js';

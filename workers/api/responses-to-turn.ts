@@ -1,9 +1,9 @@
-// A validated POST /v1/responses body -> the canonical TurnRequest (durable-objects/protocol.ts). The prompt
+// A validated POST /v1/responses body -> the canonical TurnRequest (engine/serve/protocol.ts). The prompt
 // carries only this request's input items as chat messages; the route decides what history goes before them
 // (a session's stored transcript, or for `store: false` the chain's messages sent along).
 
-import type { ChatMessage } from '../../engine/chat-template.js';
-import type { OutputFormat, TurnRequest } from '../../durable-objects/protocol.js';
+import type { ChatMessage } from '../../engine/text/chat-template.js';
+import type { OutputFormat, TurnRequest } from '../../engine/serve/protocol.js';
 import type { ResponseContent, ResponseCreateRequest, ResponseInputItem } from './responses-schemas.js';
 import { DEFAULT_TEMPERATURE, toolSpec } from './to-turn.js';
 

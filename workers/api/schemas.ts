@@ -7,7 +7,7 @@
 //   decoding), so an invalid or unsupported schema is a 400 naming the keyword's path, not a failed turn.
 
 import { z } from 'zod';
-import { jsonSchemaGrammar, SchemaError } from '../../engine/json-schema-grammar.js';
+import { jsonSchemaGrammar, SchemaError } from '../../engine/constrain/json-schema.js';
 import { preview } from './validation.js';
 
 export { parseBody, parseValue, type ParseBodyOptions } from './validation.js';

@@ -1,12 +1,12 @@
-// Validated request bodies -> the one canonical TurnRequest (durable-objects/protocol.ts). The Durable Object
+// Validated request bodies -> the one canonical TurnRequest (engine/serve/protocol.ts). The Durable Object
 // never sees OpenAI JSON.
 //
 // Defaults: temperature 1 and top_p 1 (OpenAI's); max tokens: the caller's `defaultMaxTokens` (the route passes
 // its configured default; OpenAI's legacy completions default is 16). Clamping to the server's limits is the
 // route's job.
 
-import type { ChatMessage, ChatToolCall } from '../../engine/chat-template.js';
-import type { OutputFormat, ToolSpec, TurnPrompt, TurnRequest } from '../../durable-objects/protocol.js';
+import type { ChatMessage, ChatToolCall } from '../../engine/text/chat-template.js';
+import type { OutputFormat, ToolSpec, TurnPrompt, TurnRequest } from '../../engine/serve/protocol.js';
 import type {
   ChatCompletionRequest,
   ChatMessageInput,

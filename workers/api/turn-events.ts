@@ -1,7 +1,7 @@
 // Reading a TurnEvent stream, independent of the wire format: collecting a whole turn, failing fast on an
 // early error, usage, and log-probs that JSON can carry.
 
-import type { TurnEvent } from '../../durable-objects/protocol.js';
+import type { TurnEvent } from '../../engine/serve/protocol.js';
 import { ApiError } from './errors.js';
 
 export type StartEvent = Extract<TurnEvent, { type: 'start' }>;

@@ -1,7 +1,7 @@
 // The playground page: `npm run build:web` (and `npm start`, via infra/cli/dev.ts) builds it into dist/, which
 // wrangler.toml's [assets] serves next to the API.
 //
-// The in-browser engine (src/local-engine.ts) bundles the same engine/ code the server runs. engine/runtime/ort.ts
+// The in-browser engine (src/local-engine.ts) bundles the same engine/ code the server runs. engine/run/ort.ts
 // imports `onnxruntime-web/wasm`; here that import becomes `onnxruntime-web/webgpu` (same API, WebGPU EP added),
 // whose JS glue is bundled and whose WASM binary (ort-wasm-simd-threaded.asyncify.wasm) the page fetches from
 // our own assets and hands over (ort.env.wasm.wasmBinary): nothing comes from a CDN. The binary is 25.5 MiB,

@@ -16,11 +16,11 @@ import type { AppEnv } from '../app-env.js';
 import { ApiError } from '../api/errors.js';
 import { parseValue } from '../api/schemas.js';
 import { sessionStub } from '../do-client.js';
-import type { Env } from '../env.js';
+import type { Env } from '../../durable-objects/env.js';
 import { limitsOf } from '../limits.js';
-import type { ChatMessage } from '../../engine/chat-template.js';
-import type { HandoffMeta, HandoffResult } from '../../durable-objects/session-do.js';
-import type { ApiErrorBody } from '../../durable-objects/protocol.js';
+import type { ChatMessage } from '../../engine/text/chat-template.js';
+import type { HandoffMeta, HandoffResult } from '../../durable-objects/session/session-do.js';
+import type { ApiErrorBody } from '../../engine/serve/protocol.js';
 
 export const handoff = new Hono<AppEnv>();
 

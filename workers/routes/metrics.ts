@@ -3,7 +3,7 @@
 
 import { Hono } from 'hono';
 import type { AppEnv } from '../app-env.js';
-import { EXPOSITION_CONTENT_TYPE, METRICS_OBJECT } from '../metrics.js';
+import { EXPOSITION_CONTENT_TYPE, METRICS_OBJECT } from '../../durable-objects/metrics/metrics.js';
 
 export const metrics = new Hono<AppEnv>();
 

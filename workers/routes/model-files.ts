@@ -7,7 +7,7 @@
 import { Hono } from 'hono';
 import type { AppEnv } from '../app-env.js';
 import { ApiError } from '../api/errors.js';
-import { MANIFEST_FILE, parseManifest } from '../../engine/manifest.js';
+import { MANIFEST_FILE, parseManifest } from '../../engine/convert/manifest.js';
 
 export const modelFiles = new Hono<AppEnv>();
 

@@ -3,7 +3,7 @@
 
 import { Hono } from 'hono';
 import type { AppEnv } from '../app-env.js';
-import type { Env } from '../env.js';
+import type { Env } from '../../durable-objects/env.js';
 
 export const models = new Hono<AppEnv>();
 

@@ -12,18 +12,18 @@
 
 import { Hono } from 'hono';
 import type { AppEnv } from '../app-env.js';
-import type { ChatMessage } from '../../engine/chat-template.js';
-import type { TurnEvent, TurnRequest } from '../../durable-objects/protocol.js';
+import type { ChatMessage } from '../../engine/text/chat-template.js';
+import type { TurnEvent, TurnRequest } from '../../engine/serve/protocol.js';
 import type {
   ForkData,
   ResponseLocation,
   SessionDO,
   StoredResponse,
   TurnCall,
-} from '../../durable-objects/session-do.js';
-import type { StoredMessage } from '../../durable-objects/session-store.js';
+} from '../../durable-objects/session/session-do.js';
+import type { StoredMessage } from '../../durable-objects/session/store.js';
 import { ApiError } from '../api/errors.js';
-import { unixSeconds } from '../api/ids.js';
+import { unixSeconds } from '../../engine/serve/ids.js';
 import {
   collectResponse,
   responseFromTurn,
@@ -37,7 +37,7 @@ import { responseToTurn, withHistory } from '../api/responses-to-turn.js';
 import { parseBody } from '../api/schemas.js';
 import { sseResponse } from '../api/sse.js';
 import { openTurn, routeTurn, type TurnObserver } from '../do-client.js';
-import type { Env } from '../env.js';
+import type { Env } from '../../durable-objects/env.js';
 import { checkMaxTokens, checkMessageCount, limitsOf } from '../limits.js';
 import { checkModel } from './completions.js';
 import { modelId } from './models.js';

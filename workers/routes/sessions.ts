@@ -20,7 +20,7 @@ import { sessionMessageToTurn } from '../api/to-turn.js';
 import { openTurn, sessionStub } from '../do-client.js';
 import { checkMaxTokens, limitsOf } from '../limits.js';
 import { modelId } from './models.js';
-import type { ForkData, SessionInfo } from '../../durable-objects/session-do.js';
+import type { ForkData, SessionInfo } from '../../durable-objects/session/session-do.js';
 
 export const sessions = new Hono<AppEnv>();
 

@@ -6,7 +6,7 @@ import type { AppEnv } from '../app-env.js';
 import { ApiError } from '../api/errors.js';
 import { DetokenizeRequestSchema, parseBody, TokenizeRequestSchema } from '../api/schemas.js';
 import { toChatMessages } from '../api/to-turn.js';
-import type { Env } from '../env.js';
+import type { Env } from '../../durable-objects/env.js';
 import { checkModel } from './completions.js';
 import { modelId } from './models.js';
 

@@ -1,7 +1,7 @@
 // The in-browser engine: the same engine/ code the server runs (bundled by vite), on onnxruntime-web's WebGPU
 // EP when the browser has an adapter, else its WASM EP. Model files come from the Worker
 // (GET /v1/model/files/:name), ORT's WASM binary from our own assets (vite.config.ts). A turn goes through
-// durable-objects/turn.ts `runTurn`, exactly as a SessionDO runs it: the same chat template and tokenizer, the
+// engine/serve/turn.ts `runTurn`, exactly as a SessionDO runs it: the same chat template and tokenizer, the
 // same snapshot restore and the same canonical state after the reply, so a session continued here stays
 // token-identical (greedy) to the same session continued on the server.
 //
@@ -10,14 +10,14 @@
 // turn resumes from it (cached tokens = meta.tokens.length). "Send back" uploads the newest local snapshot with
 // the messages of the local turns (POST /v1/sessions/:id/snapshot); the edge session then continues from it.
 
-import { HymbaEngine, type ModelSource } from '../../../engine/model.js';
-import { initOrt, ort, ortExecutionProviders } from '../../../engine/runtime/ort.js';
-import { deserializeState, serializeState } from '../../../engine/state.js';
-import type { ChatMessage as EngineMessage } from '../../../engine/chat-template.js';
-import type { LocalPipeline } from '../../../engine/pipeline.js';
-import { runTurn } from '../../../durable-objects/turn.js';
-import type { TurnRequest } from '../../../durable-objects/protocol.js';
-import type { CommitTurn, SessionStore, SnapshotInfo } from '../../../durable-objects/session-store.js';
+import { HymbaEngine, type ModelSource } from '../../../engine/run/loaded-model.js';
+import { initOrt, ort, ortExecutionProviders } from '../../../engine/run/ort.js';
+import { deserializeState, serializeState } from '../../../engine/state/state.js';
+import type { ChatMessage as EngineMessage } from '../../../engine/text/chat-template.js';
+import type { LocalPipeline } from '../../../engine/run/pipeline.js';
+import { runTurn } from '../../../engine/serve/turn.js';
+import type { TurnRequest } from '../../../engine/serve/protocol.js';
+import type { CommitTurn, SessionStore, SnapshotInfo } from '../../../durable-objects/session/store.js';
 import type { Api, ToolCall } from './api.js';
 import type { Engine, TurnEvent, TurnInput } from './engine.js';
 

@@ -1,10 +1,10 @@
 // A session's inference state: per layer conv + SSM state, per KV producer the K/V cache, and the position.
 // The layout is typed data derived from the config; the binary snapshot format is defined here too.
 
-import type { HymbaDims } from './config.js';
-import { mixerLayers, type StageSpec } from './onnx/hymba-graph.js';
+import type { HymbaDims } from '../model/config.js';
+import { mixerLayers, type StageSpec } from '../model/graph.js';
 import { crc32 } from './crc32.js';
-import { f16ToF32, f32ToF16 } from './dtype.js';
+import { f16ToF32, f32ToF16 } from '../convert/dtype.js';
 
 export interface LayerState {
   /** [d_conv-1, d_in]: the last inputs u of the causal conv; empty in a mirror entry */

@@ -10,8 +10,8 @@
 // - anything else (a block that does not parse, an unknown tool, an unterminated block) stays content,
 //   verbatim: a model's malformed call is shown to the client, never silently dropped.
 
-import { alt, lazy, lit, repeat, seq, type Grammar } from './grammar.js';
-import { anyJsonObjectGrammar, jsonSchemaGrammar } from './json-schema-grammar.js';
+import { alt, lazy, lit, repeat, seq, type Grammar } from '../constrain/grammar.js';
+import { anyJsonObjectGrammar, jsonSchemaGrammar } from '../constrain/json-schema.js';
 
 /** How a model family writes a tool call. */
 export interface ToolCallFormat {

@@ -1,10 +1,10 @@
 // How a turn drives the model's state without knowing where it lives: in this process (LocalPipeline) or
-// in stage Durable Objects (durable-objects/stage-pipeline.ts). A cursor is one working state; snapshots
+// in stage Durable Objects (durable-objects/session/stage-pipeline.ts). A cursor is one working state; snapshots
 // are states stored under a number at turn boundaries.
 
 import type { ForwardResult, HymbaRunner, LogitsWanted } from './runner.js';
-import type { HymbaDims } from './config.js';
-import { deserializeState, serializeState, type HymbaState } from './state.js';
+import type { HymbaDims } from '../model/config.js';
+import { deserializeState, serializeState, type HymbaState } from '../state/state.js';
 
 /** A working state: its position (meta tokens count) advances as tokens go through it. */
 export interface Cursor {

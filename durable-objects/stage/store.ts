@@ -1,5 +1,5 @@
 // A stage's SQLite storage: each session's snapshots of this stage's layers, in the engine's snapshot format
-// (engine/state.ts), chunked into rows of at most 1 MiB (the row limit is 2 MB). A slice is written in one
+// (engine/state/state.ts), chunked into rows of at most 1 MiB (the row limit is 2 MB). A slice is written in one
 // transaction, so it is either all there or absent; the checksum inside catches anything else.
 
 const SCHEMA_VERSION = 1;

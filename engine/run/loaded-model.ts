@@ -1,14 +1,14 @@
 // A converted model, loaded: ORT sessions for its stages, the meta-token prefix state, the tokenizer.
 
-import { loadConfig, type ModelConfig } from './config.js';
-import { MANIFEST_FILE, parseManifest, stageSpecOf, type Manifest } from './manifest.js';
+import { loadConfig, type ModelConfig } from '../model/config.js';
+import { MANIFEST_FILE, parseManifest, stageSpecOf, type Manifest } from '../convert/manifest.js';
 import { LocalPipeline } from './pipeline.js';
 import { StageRunner } from './stage-runner.js';
 import { HymbaRunner, type Stage } from './runner.js';
-import { expandQ4Graph } from './onnx/q4-expand.js';
-import { loadGraph } from './runtime/ort.js';
-import { cloneState, deserializeState, emptyState, stageState, type HymbaState } from './state.js';
-import { HymbaTokenizer } from './tokenizer.js';
+import { expandQ4Graph } from '../onnx/q4-expand.js';
+import { loadGraph } from './ort.js';
+import { cloneState, deserializeState, emptyState, stageState, type HymbaState } from '../state/state.js';
+import { HymbaTokenizer } from '../text/tokenizer.js';
 
 /** Where a converted model's files come from: a directory, R2, the Worker bundle, a browser fetch. */
 export interface ModelSource {

@@ -1,9 +1,9 @@
 // A Hugging Face checkpoint directory: config.json plus model.safetensors, or shards listed in
 // model.safetensors.index.json. Portable: the directory is reached through CheckpointSource.
 
-import { loadConfig, type HymbaConfig, type HymbaDims } from './config.js';
+import { loadConfig, type HymbaConfig, type HymbaDims } from '../model/config.js';
 import { parseSafetensorsHeader, readTensorF32, type ByteSource, type SafetensorsTensorInfo } from './safetensors.js';
-import { expectedTensors, OPTIONAL_TENSORS, type Tensor, type WeightMap } from './weights.js';
+import { expectedTensors, OPTIONAL_TENSORS, type Tensor, type WeightMap } from '../model/weights.js';
 
 /** A directory of files, by plain file name. */
 export interface CheckpointSource {

@@ -1,6 +1,6 @@
 // A ModelSource wrapper that times its reads and the compute between them (model loads read and work in turn).
 
-import type { ModelSource } from '../engine/model.js';
+import type { ModelSource } from '../../engine/run/loaded-model.js';
 
 export interface LoadTiming {
   /** the part of the load spent waiting for the store */

@@ -2,30 +2,25 @@
 // only the new tokens, generate, and commit transcript + snapshot atomically. A turn that fails or whose
 // client goes away commits nothing: the session stays exactly as it was before the turn.
 
-import {
-  renderChat,
-  templateEmitsBos,
-  HYMBA_INSTRUCT_CHAT_TEMPLATE,
-  type ChatMessage,
-} from '../engine/chat-template.js';
-import { generate, type GenerateResult, type GeneratedToken } from '../engine/generate.js';
-import { logSoftmax, topLogprobs } from '../engine/sampling.js';
-import type { ModelFront } from '../engine/model.js';
-import type { Cursor, StatePipeline } from '../engine/pipeline.js';
-import type { HymbaTokenizer } from '../engine/tokenizer.js';
-import { alt, type Grammar } from '../engine/grammar.js';
-import { anyJsonObjectGrammar, jsonSchemaGrammar, SchemaError } from '../engine/json-schema-grammar.js';
-import { GrammarConstraint, VocabIndex } from '../engine/token-mask.js';
+import { renderChat, templateEmitsBos, HYMBA_INSTRUCT_CHAT_TEMPLATE, type ChatMessage } from '../text/chat-template.js';
+import { generate, type GenerateResult, type GeneratedToken } from '../generate/generate.js';
+import { logSoftmax, topLogprobs } from '../generate/sampling.js';
+import type { ModelFront } from '../run/loaded-model.js';
+import type { Cursor, StatePipeline } from '../run/pipeline.js';
+import type { HymbaTokenizer } from '../text/tokenizer.js';
+import { alt, type Grammar } from '../constrain/grammar.js';
+import { anyJsonObjectGrammar, jsonSchemaGrammar, SchemaError } from '../constrain/json-schema.js';
+import { GrammarConstraint, VocabIndex } from '../constrain/token-mask.js';
 import {
   HYMBA_TOOL_CALL_FORMAT,
   ToolCallParser,
   toolCallGrammar,
   type ParsedToolCall,
   type ToolCallFormat,
-} from '../engine/tool-calls.js';
-import { randomHex } from '../workers/api/ids.js';
+} from '../text/tool-calls.js';
+import { randomHex } from './ids.js';
 import type { ApiErrorBody, TokenLogprob, ToolSpec, TurnEvent, TurnPrompt, TurnRequest } from './protocol.js';
-import type { SessionStore } from './session-store.js';
+import type { SessionStore } from '../../durable-objects/session/store.js';
 
 /** A request the turn cannot serve, with the HTTP status and OpenAI error it maps to. */
 export class TurnError extends Error {

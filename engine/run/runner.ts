@@ -1,7 +1,7 @@
 // Runs token ids through a model's stage graphs (one StageRunner each), continuing from and updating a HymbaState.
 // Long inputs are split into runs of at most maxRunTokens; a forward either completes or leaves the state as it was.
 // Several sessions at one token each can be decoded together in one run per stage (forwardBatch).
-// The stages run in the order of engine/steps.ts (slices of one block side by side, outputs combined).
+// The stages run in the order of engine/stages/steps.ts (slices of one block side by side, outputs combined).
 //
 // The state is the whole model's: one entry per layer, held by the stage with that layer's mixer. Stages that
 // mirror a producer (kvIn) keep no state of their own here: in one process a mirror always equals the
@@ -9,13 +9,13 @@
 // (plus, with its input, the new entries the producer's stage just returned), and drops what it appends.
 
 import { concatFloat32 } from './arrays.js';
-import type { HymbaDims, ModelConfig } from './config.js';
-import { mixerLayers, type StageSpec } from './onnx/hymba-graph.js';
-import type { LoadedGraph } from './runtime/ort.js';
+import type { HymbaDims, ModelConfig } from '../model/config.js';
+import { mixerLayers, type StageSpec } from '../model/graph.js';
+import type { LoadedGraph } from './ort.js';
 import { StageRunner } from './stage-runner.js';
-import { emptyState, mirrorOf, type HymbaState, type LayerState } from './state.js';
-import { pipelineSteps, runSteps, runStepsBatch, type Step } from './steps.js';
-import type { TokenStepper } from './generate.js';
+import { emptyState, mirrorOf, type HymbaState, type LayerState } from '../state/state.js';
+import { pipelineSteps, runSteps, runStepsBatch, type Step } from '../stages/steps.js';
+import type { TokenStepper } from '../generate/generate.js';
 
 export interface Stage {
   spec: StageSpec;

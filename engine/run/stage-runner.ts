@@ -9,7 +9,7 @@
 // its own copy of the cache (a mirror entry, state.ts) exactly as the producer's stage does.
 
 import { concatFloat32 } from './arrays.js';
-import type { HymbaDims, ModelConfig } from './config.js';
+import type { HymbaDims, ModelConfig } from '../model/config.js';
 import {
   DEFAULT_MAX_RUN_TOKENS,
   givesLogits,
@@ -18,10 +18,10 @@ import {
   sliceRange,
   stateNames,
   takesIds,
-} from './onnx/hymba-graph.js';
+} from '../model/graph.js';
 import type { Stage } from './runner.js';
-import { float32, int64, type OrtTensor } from './runtime/ort.js';
-import { kvEntries, type HymbaState, type LayerState } from './state.js';
+import { float32, int64, type OrtTensor } from './ort.js';
+import { kvEntries, type HymbaState, type LayerState } from '../state/state.js';
 
 /** New K/V entries of one producer for one session: [kv_heads, T, dqk] and [kv_heads, T, dv] (rotated keys). */
 export interface KvEntries {

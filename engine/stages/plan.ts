@@ -12,11 +12,11 @@
 // Weight bytes are counted exactly as the converter stores them (emit.ts weightBytes); the other terms are
 // measured constants (docs/stages.md), replaceable by `hymba plan --measure`.
 
-import type { HymbaDims } from './config.js';
-import { DEFAULT_MAX_RUN_TOKENS, sliceRange, stageUnits, type StageSpec } from './onnx/hymba-graph.js';
-import { Q4_BLOCK, type ModelDtype } from './quantize.js';
-import { kvEntries } from './state.js';
-import { inProjRows } from './weights.js';
+import type { HymbaDims } from '../model/config.js';
+import { DEFAULT_MAX_RUN_TOKENS, sliceRange, stageUnits, type StageSpec } from '../model/graph.js';
+import { Q4_BLOCK, type ModelDtype } from '../convert/quantize.js';
+import { kvEntries } from '../state/state.js';
+import { inProjRows } from '../model/weights.js';
 
 /** Sizes are reported in decimal megabytes; the budget is too (128 MB = 128e6 bytes, a little under 128 MiB). */
 export const MB = 1e6;

@@ -3,7 +3,7 @@
 
 import { createRng, logSoftmax, sample, tokenLogprob, topLogprobs, type Rng, type SamplingParams } from './sampling.js';
 import { StopMatcher } from './stop.js';
-import type { TokenConstraint } from './token-mask.js';
+import type { TokenConstraint } from '../constrain/token-mask.js';
 
 /** The model as the loop sees it: a stateful stepper that continues from whatever it was last fed. */
 export interface TokenStepper {

@@ -1,20 +1,20 @@
 // The SessionDO's side of the stages: a StatePipeline whose state lives in StageDOs. Calls go out from the
 // session to each stage in turn (hidden states in, hidden states out; the last stage returns logits).
-// The order of stages, parallel slices and how their outputs combine is engine/steps.ts's; this module only
+// The order of stages, parallel slices and how their outputs combine is engine/stages/steps.ts's; this module only
 // carries the calls. Prefill chunks are pipelined: chunk i+1 enters stage 0 while chunk i is in stage 1, each
 // stage taking a session's chunks in order.
 
-import { concatFloat32 } from '../engine/arrays.js';
-import { stageSpecOf } from '../engine/manifest.js';
-import type { ModelFront } from '../engine/model.js';
-import type { StageSpec } from '../engine/onnx/hymba-graph.js';
-import { pipelineSteps, runSteps, type Step } from '../engine/steps.js';
-import type { Cursor, OpenResult, StatePipeline } from '../engine/pipeline.js';
-import { checkTextIds, InputError, type ForwardResult, type LogitsWanted } from '../engine/runner.js';
-import type { StageInput, StageOutput } from '../engine/stage-runner.js';
-import type { Env } from '../workers/env.js';
-import { replicaOf } from './replicas.js';
-import type { StageAddress, StageDO } from './stage-do.js';
+import { concatFloat32 } from '../../engine/run/arrays.js';
+import { stageSpecOf } from '../../engine/convert/manifest.js';
+import type { ModelFront } from '../../engine/run/loaded-model.js';
+import type { StageSpec } from '../../engine/model/graph.js';
+import { pipelineSteps, runSteps, type Step } from '../../engine/stages/steps.js';
+import type { Cursor, OpenResult, StatePipeline } from '../../engine/run/pipeline.js';
+import { checkTextIds, InputError, type ForwardResult, type LogitsWanted } from '../../engine/run/runner.js';
+import type { StageInput, StageOutput } from '../../engine/run/stage-runner.js';
+import type { Env } from '../env.js';
+import { replicaOf } from '../stage/replicas.js';
+import type { StageAddress, StageDO } from '../stage/stage-do.js';
 
 type StageStub = DurableObjectStub<StageDO>;
 

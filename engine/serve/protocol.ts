@@ -2,7 +2,7 @@
 // the session API) is parsed into a TurnRequest; the SessionDO yields TurnEvents; one module per wire
 // format shapes them. Neither side sees the other's representation.
 
-import type { ChatMessage } from '../engine/chat-template.js';
+import type { ChatMessage } from '../text/chat-template.js';
 
 export type TurnPrompt =
   /** rendered with the model's chat template (tools from TurnRequest.tools), generation prompt appended */

@@ -4,8 +4,8 @@
 // Workers send records after their responses (ctx.waitUntil): this object is never on a request's path.
 
 import { DurableObject } from 'cloudflare:workers';
-import type { Env } from '../workers/env.js';
-import { applyRecord, exposition, loadState, type MetricsState, type RequestRecord } from '../workers/metrics.js';
+import type { Env } from '../env.js';
+import { applyRecord, exposition, loadState, type MetricsState, type RequestRecord } from './metrics.js';
 
 export class MetricsDO extends DurableObject<Env> {
   private readonly state: MetricsState;

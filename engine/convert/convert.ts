@@ -1,23 +1,17 @@
 // Checkpoint -> converted model: stage graphs with external weights, the meta-token prefix state, a manifest.
 
 import type { Checkpoint } from './checkpoint.js';
-import type { HymbaDims } from './config.js';
+import type { HymbaDims } from '../model/config.js';
 import { modelFingerprint, sha256Hex } from './fingerprint.js';
 import { GRAPH_VERSION, MANIFEST_FILE, type Manifest, type ManifestStage } from './manifest.js';
-import { emitGraph } from './onnx/emit.js';
-import { expandQ4Graph } from './onnx/q4-expand.js';
-import {
-  buildStageGraph,
-  DEFAULT_MAX_RUN_TOKENS,
-  mixerLayers,
-  stageUnits,
-  type StageSpec,
-} from './onnx/hymba-graph.js';
-import { HymbaRunner, type Stage } from './runner.js';
-import { loadGraph } from './runtime/ort.js';
-import { serializeState } from './state.js';
-import { pipelineSteps } from './steps.js';
-import { globalTensorShapes, isMlpTensor, layerTensorShapes, type WeightMap } from './weights.js';
+import { emitGraph } from '../onnx/emit.js';
+import { expandQ4Graph } from '../onnx/q4-expand.js';
+import { buildStageGraph, DEFAULT_MAX_RUN_TOKENS, mixerLayers, stageUnits, type StageSpec } from '../model/graph.js';
+import { HymbaRunner, type Stage } from '../run/runner.js';
+import { loadGraph } from '../run/ort.js';
+import { serializeState } from '../state/state.js';
+import { pipelineSteps } from '../stages/steps.js';
+import { globalTensorShapes, isMlpTensor, layerTensorShapes, type WeightMap } from '../model/weights.js';
 import type { ModelDtype } from './quantize.js';
 
 export interface ConvertOptions {

@@ -1,9 +1,9 @@
 // The Worker's bindings, as declared in wrangler.toml.
 
-import type { SessionDO } from '../durable-objects/session-do.js';
-import type { StageDO } from '../durable-objects/stage-do.js';
-import type { RateLimitDO } from '../durable-objects/rate-limit-do.js';
-import type { MetricsDO } from '../durable-objects/metrics-do.js';
+import type { SessionDO } from './session/session-do.js';
+import type { StageDO } from './stage/stage-do.js';
+import type { RateLimitDO } from './rate-limit-do.js';
+import type { MetricsDO } from './metrics/metrics-do.js';
 
 export interface Env {
   /** one SQLite-backed object per conversation */
@@ -60,7 +60,7 @@ declare global {
     interface Env extends HymbaEnv {}
     // what `import { exports } from 'cloudflare:workers'` is typed as
     interface GlobalProps {
-      mainModule: typeof import('./index.js');
+      mainModule: typeof import('../workers/index.js');
       durableNamespaces: 'SessionDO' | 'StageDO' | 'RateLimitDO' | 'MetricsDO';
     }
   }

@@ -16,7 +16,7 @@
 // A stage covers a range of sublayer units: unit 2i is layer i's mixer block (attention + SSM heads and the
 // residual around them), unit 2i+1 its MLP block. A slice stage holds one share of one block instead (MLP
 // intermediate columns, vocabulary rows of the embedding or of the head); its siblings run on the same input
-// and the caller combines their outputs (engine/steps.ts). Slices take no position and no state.
+// and the caller combines their outputs (engine/stages/steps.ts). Slices take no position and no state.
 //
 // The trunk stays 2-D, rows R = B*T (norms, matmuls, MLP, head work row by row); only the sequential parts
 // (RoPE positions, causal conv, scan, attention and the K/V update) see the [B, T, ...] layout.
@@ -24,12 +24,12 @@
 // Glossary (hymba.md): H hidden, d_in = expand*H SSM channels, N d_state, W window, M meta tokens,
 // delta step size, A = -exp(A_log) decay, B/C input/output projections of the selective scan, D skip.
 
-import type { HymbaDims, ModelConfig } from '../config.js';
-import { ropeInvFreq } from '../config.js';
-import { quantizeInt8, quantizeQ4, requantizeQ4ToInt8, type ModelDtype } from '../quantize.js';
-import { layerPrefix, weight, type Tensor, type WeightMap } from '../weights.js';
-import { GraphBuilder, TO_END, type WeightDtype } from './builder.js';
-import { DataType } from './proto.js';
+import type { HymbaDims, ModelConfig } from './config.js';
+import { ropeInvFreq } from './config.js';
+import { quantizeInt8, quantizeQ4, requantizeQ4ToInt8, type ModelDtype } from '../convert/quantize.js';
+import { layerPrefix, weight, type Tensor, type WeightMap } from './weights.js';
+import { GraphBuilder, TO_END, type WeightDtype } from '../onnx/builder.js';
+import { DataType } from '../onnx/proto.js';
 import {
   DEFAULT_QUANT_EXEC,
   int8Initializers,
@@ -38,7 +38,7 @@ import {
   q4Linear,
   q4ToInt8,
   type QuantExec,
-} from './quantized.js';
+} from '../onnx/quantized.js';
 
 /** One share of one block, run in parallel with its sibling parts on the same input (part k of `parts`). */
 export type SliceSpec =

@@ -1,7 +1,7 @@
 // The manifest of a converted model directory: what `hymba convert` writes and every loader reads.
 
 import { z } from 'zod';
-import type { StageSpec } from './onnx/hymba-graph.js';
+import type { StageSpec } from '../model/graph.js';
 import { MODEL_DTYPES } from './quantize.js';
 
 export const MANIFEST_FILE = 'hymba-manifest.json';

@@ -1,6 +1,6 @@
 // A converted model's files in R2: `${prefix}${name}` per file (hymba-manifest.json, stage-*.onnx, ...).
 
-import type { ModelSource } from '../engine/model.js';
+import type { ModelSource } from '../../engine/run/loaded-model.js';
 
 export function r2ModelSource(bucket: R2Bucket, prefix: string): ModelSource {
   return {

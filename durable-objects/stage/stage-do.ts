@@ -2,20 +2,20 @@
 // session (loaded once per isolate from the model store) and, per conversation, its layers' slice of the
 // state: working cursors while a turn runs, snapshots hot in memory (LRU, bounded in bytes) and in SQLite
 // under the SessionDO's snapshot ids. Decode steps of different sessions that wait here together run as one
-// batched ONNX run. The SessionDO drives the stages (durable-objects/stage-pipeline.ts).
+// batched ONNX run. The SessionDO drives the stages (durable-objects/session/stage-pipeline.ts).
 
 import { DurableObject } from 'cloudflare:workers';
 import ortWasm from 'onnxruntime-web/ort-wasm-simd-threaded.wasm';
-import { DecodeBatcher, type BatchStats } from '../engine/decode-batcher.js';
-import { loadStage, type LoadedStage } from '../engine/model.js';
-import { shareState } from '../engine/pipeline.js';
-import { initOrt } from '../engine/runtime/ort.js';
-import type { StageInput, StageOutput } from '../engine/stage-runner.js';
-import { deserializeState, serializeState, type HymbaState } from '../engine/state.js';
-import type { Env } from '../workers/env.js';
-import { r2ModelSource } from './r2-model-source.js';
-import { StageStore } from './stage-store.js';
-import { timedSource, type LoadTiming } from './timed-source.js';
+import { DecodeBatcher, type BatchStats } from '../../engine/run/decode-batcher.js';
+import { loadStage, type LoadedStage } from '../../engine/run/loaded-model.js';
+import { shareState } from '../../engine/run/pipeline.js';
+import { initOrt } from '../../engine/run/ort.js';
+import type { StageInput, StageOutput } from '../../engine/run/stage-runner.js';
+import { deserializeState, serializeState, type HymbaState } from '../../engine/state/state.js';
+import type { Env } from '../env.js';
+import { r2ModelSource } from '../model-source/r2.js';
+import { StageStore } from './store.js';
+import { timedSource, type LoadTiming } from '../model-source/timed.js';
 
 /** Which stage of which model a call is for (the object's name encodes the same). */
 export interface StageAddress {

@@ -6,9 +6,9 @@
 // head. A whole stage covers a consecutive run of it; a slice stage one share of one block (an MLP, the
 // embedding, the head), and its sibling slices follow it directly.
 
-import type { HymbaDims } from './config.js';
-import { checkStage, sliceRange, stageUnits, type StageSpec } from './onnx/hymba-graph.js';
-import type { KvEntries, StageInput, StageOutput } from './stage-runner.js';
+import type { HymbaDims } from '../model/config.js';
+import { checkStage, sliceRange, stageUnits, type StageSpec } from '../model/graph.js';
+import type { KvEntries, StageInput, StageOutput } from '../run/stage-runner.js';
 
 export interface Step {
   /** stage indices; more than one: slices of one block, run in parallel on the same input */

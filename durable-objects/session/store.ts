@@ -1,8 +1,8 @@
 // A session's SQLite storage: transcript, turn log and the index of model-state snapshots (their bytes live
-// in the stages that hold the layers, durable-objects/stage-store.ts). Every turn commits in one transaction;
+// in the stages that hold the layers, durable-objects/stage/store.ts). Every turn commits in one transaction;
 // the transcript is the source of truth and snapshots are a cache that can always be recomputed from it.
 
-import type { ChatMessage } from '../engine/chat-template.js';
+import type { ChatMessage } from '../../engine/text/chat-template.js';
 
 /**
  * 2: snapshot bytes moved to the stages (version 1 kept them here; those rows are dropped on upgrade).

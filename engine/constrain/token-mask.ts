@@ -14,7 +14,7 @@
 // then empty is not allowed (it would add nothing, forever).
 
 import { GrammarState, startMatch, type Grammar, type MatchState } from './grammar.js';
-import type { HymbaTokenizer } from './tokenizer.js';
+import type { HymbaTokenizer } from '../text/tokenizer.js';
 
 const SPACE = 0x20;
 

@@ -1,25 +1,19 @@
 // SessionDO: one SQLite-backed Durable Object per conversation: transcript, turn log, the index of state
-// snapshots, tokenizer and chat template. The model's layers run in StageDOs (durable-objects/stage-do.ts),
+// snapshots, tokenizer and chat template. The model's layers run in StageDOs (durable-objects/stage/stage-do.ts),
 // which hold the state slices; a one-stage model is the same code with one stage.
 //
 // The model's front (manifest, config, tokenizer) is cached at module level: every object of this class in
 // an isolate shares one load.
 
 import { DurableObject } from 'cloudflare:workers';
-import { loadFront, type ModelFront } from '../engine/model.js';
-import type { StatePipeline } from '../engine/pipeline.js';
-import type { Env } from '../workers/env.js';
-import { r2ModelSource } from './r2-model-source.js';
-import type { ChatMessage } from '../engine/chat-template.js';
-import type { ApiErrorBody, TurnEvent, TurnRequest } from './protocol.js';
-import {
-  SessionStore,
-  type ResponseRecord,
-  type SessionMeta,
-  type StoredMessage,
-  type TurnRecord,
-} from './session-store.js';
-import type { StageLoadInfo } from './stage-do.js';
+import { loadFront, type ModelFront } from '../../engine/run/loaded-model.js';
+import type { StatePipeline } from '../../engine/run/pipeline.js';
+import type { Env } from '../env.js';
+import { r2ModelSource } from '../model-source/r2.js';
+import type { ChatMessage } from '../../engine/text/chat-template.js';
+import type { ApiErrorBody, TurnEvent, TurnRequest } from '../../engine/serve/protocol.js';
+import { SessionStore, type ResponseRecord, type SessionMeta, type StoredMessage, type TurnRecord } from './store.js';
+import type { StageLoadInfo } from '../stage/stage-do.js';
 import { StagePipeline, stageRoutes } from './stage-pipeline.js';
 import {
   detokenizeIds,
@@ -30,8 +24,8 @@ import {
   tokenizeInput,
   TurnError,
   type TokenizeInput,
-} from './turn.js';
-import { stageSpecOf } from '../engine/manifest.js';
+} from '../../engine/serve/turn.js';
+import { stageSpecOf } from '../../engine/convert/manifest.js';
 import {
   checkWholeState,
   deserializeState,
@@ -41,8 +35,8 @@ import {
   StateFingerprintError,
   StateFormatError,
   type HymbaState,
-} from '../engine/state.js';
-import type { LoadTiming } from './timed-source.js';
+} from '../../engine/state/state.js';
+import type { LoadTiming } from '../model-source/timed.js';
 
 /** How the model was loaded: the front here, each stage in its own object. */
 export interface EngineInfo extends LoadTiming {
