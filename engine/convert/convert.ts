@@ -6,10 +6,12 @@ import { modelFingerprint, sha256Hex } from './fingerprint.js';
 import { GRAPH_VERSION, MANIFEST_FILE, type Manifest, type ManifestStage } from './manifest.js';
 import { emitGraph } from '../onnx/emit.js';
 import { expandQ4Graph } from '../onnx/q4-expand.js';
-import { buildStageGraph, DEFAULT_MAX_RUN_TOKENS, mixerLayers, stageUnits, type StageSpec } from '../model/graph.js';
+import { DEFAULT_MAX_RUN_TOKENS } from '../model/scan.js';
+import { buildStageGraph } from '../stages/stage-graph.js';
+import { mixerLayers, stageUnits, toStageSpec, type StageFields, type StageSpec } from '../stages/stage-spec.js';
 import { HymbaRunner, type Stage } from '../run/runner.js';
 import { loadGraph } from '../run/ort.js';
-import { serializeState } from '../state/state.js';
+import { serializeState } from '../state/codec.js';
 import { pipelineSteps } from '../stages/steps.js';
 import { globalTensorShapes, isMlpTensor, layerTensorShapes, type WeightMap } from '../model/weights.js';
 import type { ModelDtype } from './quantize.js';
@@ -31,7 +33,7 @@ export interface ConvertOptions {
 }
 
 /** A stage as ConvertOptions.stages gives it. */
-export type StageOption = Partial<StageSpec>;
+export type StageOption = Partial<StageFields>;
 
 export type WriteFile = (name: string, bytes: Uint8Array) => Promise<void>;
 
@@ -50,7 +52,7 @@ export function stageSpecs(dims: HymbaDims, stages: StageOption[]): StageSpec[] 
       : o.units
         ? [Math.floor(o.units.from / 2), Math.ceil(o.units.to / 2)]
         : [o.first ?? 0, o.last ?? dims.L];
-    const spec: StageSpec = {
+    const spec: StageFields = {
       first: o.first ?? first,
       last: o.last ?? last,
       embed: o.embed ?? (!o.slice && i === 0 && !slicesOf('embed')),
@@ -60,7 +62,7 @@ export function stageSpecs(dims: HymbaDims, stages: StageOption[]): StageSpec[] 
     if (o.slice) spec.slice = { ...o.slice };
     if (o.kvIn?.length) spec.kvIn = [...o.kvIn];
     if (o.kvOut?.length) spec.kvOut = [...o.kvOut];
-    return spec;
+    return toStageSpec(spec);
   });
   pipelineSteps(specs, dims); // gaps, overlaps, incomplete slices, unmirrored consumers
   return specs;

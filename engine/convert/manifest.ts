@@ -1,7 +1,7 @@
 // The manifest of a converted model directory: what `hymba convert` writes and every loader reads.
 
 import { z } from 'zod';
-import type { StageSpec } from '../model/graph.js';
+import { toStageSpec, type StageFields, type StageSpec } from '../stages/stage-spec.js';
 import { MODEL_DTYPES } from './quantize.js';
 
 export const MANIFEST_FILE = 'hymba-manifest.json';
@@ -9,7 +9,7 @@ export const MANIFEST_FILE = 'hymba-manifest.json';
 export const GRAPH_VERSION = 3;
 
 const Int = z.number().int().nonnegative();
-/** one share of one block (hymba-graph.ts SliceSpec) */
+/** one share of one block (engine/stages/stage-spec.ts SliceSpec) */
 const SliceEntry = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('mlp'), layer: Int, part: Int, parts: z.number().int().positive() }),
   z.object({ kind: z.literal('embed'), part: Int, parts: z.number().int().positive() }),
@@ -88,12 +88,12 @@ export type ManifestPlan = z.infer<typeof PlanRecord>;
 
 /** The graph's StageSpec of a manifest stage entry (the optional fields only where present). */
 export function stageSpecOf(e: ManifestStage): StageSpec {
-  const spec: StageSpec = { first: e.first, last: e.last, embed: e.embed, head: e.head };
+  const spec: StageFields = { first: e.first, last: e.last, embed: e.embed, head: e.head };
   if (e.units) spec.units = { from: e.units.from, to: e.units.to };
   if (e.slice) spec.slice = { ...e.slice };
   if (e.kvIn) spec.kvIn = [...e.kvIn];
   if (e.kvOut) spec.kvOut = [...e.kvOut];
-  return spec;
+  return toStageSpec(spec);
 }
 
 export function parseManifest(text: string): Manifest {

@@ -1,10 +1,11 @@
-// Safetensors reading and writing, portable (no Node imports): all I/O goes through ByteSource / ByteSink.
+// Safetensors reading, portable (no Node imports): all I/O goes through ByteSource. Writing, through a
+// ByteSink, is in safetensors-writer.ts; the format's types and checks shared by both live here.
 //
 // File layout: 8-byte little-endian header length N, N bytes of UTF-8 JSON (padded with spaces),
 // then the data section. The JSON maps tensor name -> {dtype, shape, data_offsets: [begin, end]} with
 // offsets relative to the data section, plus an optional "__metadata__" object of strings.
 
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './dtype.js';
+import { bf16ToF32, f16ToF32 } from './dtype.js';
 
 export type SafetensorsDtype = 'BF16' | 'F16' | 'F32';
 
@@ -25,9 +26,6 @@ export interface ByteSource {
   /** release what the source holds (file handle...) */
   close?(): Promise<void>;
 }
-
-/** Receives the bytes of a file in order. The chunk may be kept: the writer never reuses it. */
-export type ByteSink = (chunk: Uint8Array) => Promise<void>;
 
 /** Where one tensor lives in its file. */
 export interface SafetensorsTensorInfo {
@@ -63,14 +61,14 @@ export function numel(shape: readonly number[]): number {
   return n;
 }
 
-const isDtype = (d: unknown): d is SafetensorsDtype => d === 'BF16' || d === 'F16' || d === 'F32';
+export const isDtype = (d: unknown): d is SafetensorsDtype => d === 'BF16' || d === 'F16' || d === 'F32';
 
-const isCount = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+export const isCount = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
 
-const fmtShape = (s: readonly number[]): string => `[${s.join(', ')}]`;
+export const fmtShape = (s: readonly number[]): string => `[${s.join(', ')}]`;
 
 /** At most `max` lines of a list, then how many more. */
-function listLines(lines: string[], max = 20): string {
+export function listLines(lines: string[], max = 20): string {
   const shown = lines.slice(0, max).map((l) => `\n  ${l}`);
   if (lines.length > max) shown.push(`\n  ... and ${lines.length - max} more`);
   return shown.join('');
@@ -86,44 +84,82 @@ async function readExact(src: ByteSource, file: string, offset: number, length: 
 /** Read and validate the header: only the first 8 + N bytes of the file are read. */
 export async function parseSafetensorsHeader(src: ByteSource): Promise<SafetensorsHeader> {
   const file = src.name ?? 'safetensors file';
-  const fail = (reason: string): never => {
-    throw new SafetensorsError(file, reason);
-  };
   const size = await src.size();
-  if (size < 8) fail(`only ${size} bytes, too short for a safetensors header (truncated, or not a safetensors file)`);
+  const headerLen = await readHeaderLength(src, file, size);
+  const dataOffset = 8 + headerLen;
+  const json = parseHeaderJson(file, await readExact(src, file, 8, headerLen));
+  const { tensors, metadata, problems } = checkHeaderEntries(json, dataOffset, size);
+  if (problems.length > 0) throw new SafetensorsError(file, `invalid header:${listLines(problems)}`);
+  return { tensors, metadata, dataOffset, size };
+}
+
+/** The 8-byte little-endian length prefix, checked against sanity and the file's size. */
+async function readHeaderLength(src: ByteSource, file: string, size: number): Promise<number> {
+  if (size < 8)
+    throw new SafetensorsError(
+      file,
+      `only ${size} bytes, too short for a safetensors header (truncated, or not a safetensors file)`,
+    );
   const lenBytes = await readExact(src, file, 0, 8);
   const dv = new DataView(lenBytes.buffer, lenBytes.byteOffset, 8);
   const lo = dv.getUint32(0, true);
   const hi = dv.getUint32(4, true);
   const headerLen = hi * 2 ** 32 + lo;
   if (hi !== 0 || headerLen > MAX_HEADER_BYTES || headerLen < 2)
-    fail(
+    throw new SafetensorsError(
+      file,
       `header length ${headerLen} is not sane (expected 2..${MAX_HEADER_BYTES}): not a safetensors file, or a corrupt one`,
     );
   if (8 + headerLen > size)
-    fail(`header length ${headerLen} runs past the end of the file (${size} bytes): the file is truncated or corrupt`);
-  const dataOffset = 8 + headerLen;
-  const headerBytes = await readExact(src, file, 8, headerLen);
-  let text = '';
+    throw new SafetensorsError(
+      file,
+      `header length ${headerLen} runs past the end of the file (${size} bytes): the file is truncated or corrupt`,
+    );
+  return headerLen;
+}
+
+/** The header bytes as a JSON object (strict UTF-8, then JSON). */
+function parseHeaderJson(file: string, headerBytes: Uint8Array): Record<string, unknown> {
+  let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
   } catch {
-    fail('header is not valid UTF-8: not a safetensors file, or a corrupt one');
+    throw new SafetensorsError(file, 'header is not valid UTF-8: not a safetensors file, or a corrupt one');
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    fail(`header is not valid JSON (${(e as Error).message}): not a safetensors file, or a corrupt one`);
+    throw new SafetensorsError(
+      file,
+      `header is not valid JSON (${(e as Error).message}): not a safetensors file, or a corrupt one`,
+    );
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) fail('header JSON is not an object');
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw new SafetensorsError(file, 'header JSON is not an object');
+  return json as Record<string, unknown>;
+}
 
-  const dataSize = size - dataOffset;
+/** What the header says of one tensor: where it lives, or why it cannot be read. */
+type EntryCheck =
+  | { kind: 'tensor'; info: SafetensorsTensorInfo }
+  | { kind: 'problem'; reason: string }
+  | { kind: 'unsupported'; dtype: string };
+
+/**
+ * Every entry of the header checked, collecting all problems (not just the first): unsupported dtypes
+ * first, as one item, then the other problems in header order; overlaps only when all entries are sound.
+ */
+function checkHeaderEntries(
+  json: Record<string, unknown>,
+  dataOffset: number,
+  size: number,
+): { tensors: Map<string, SafetensorsTensorInfo>; metadata: Record<string, string>; problems: string[] } {
   const tensors = new Map<string, SafetensorsTensorInfo>();
   let metadata: Record<string, string> = {};
   const problems: string[] = [];
   const unsupported: string[] = [];
-  for (const [name, entry] of Object.entries(json as Record<string, unknown>)) {
+  for (const [name, entry] of Object.entries(json)) {
     if (name === '__metadata__') {
       if (
         typeof entry !== 'object' ||
@@ -135,50 +171,50 @@ export async function parseSafetensorsHeader(src: ByteSource): Promise<Safetenso
       else metadata = entry as Record<string, string>;
       continue;
     }
-    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
-      problems.push(`${name}: entry is not an object`);
-      continue;
-    }
-    const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
-    if (!Array.isArray(shape) || !shape.every(isCount)) {
-      problems.push(`${name}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
-      continue;
-    }
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) || offsets[0]! > offsets[1]!) {
-      problems.push(`${name}: data_offsets ${JSON.stringify(offsets)} is not [begin, end] with begin <= end`);
-      continue;
-    }
-    if (!isDtype(dtype)) {
-      unsupported.push(`${name} (${typeof dtype === 'string' ? dtype : JSON.stringify(dtype)})`);
-      continue;
-    }
-    const [b, e] = offsets as [number, number];
-    const want = numel(shape) * DTYPE_BYTES[dtype];
-    if (e - b !== want)
-      problems.push(
-        `${name}: ${dtype} ${fmtShape(shape)} needs ${want} bytes, data_offsets [${b}, ${e}] hold ${e - b}`,
-      );
-    else if (e > dataSize)
-      problems.push(
-        `${name}: data ends at byte ${dataOffset + e}, past the end of the file (${size} bytes): the file is truncated`,
-      );
-    else tensors.set(name, { dtype, shape: shape.slice(), begin: dataOffset + b, end: dataOffset + e });
+    const check = checkTensorEntry(name, entry, dataOffset, size);
+    if (check.kind === 'tensor') tensors.set(name, check.info);
+    else if (check.kind === 'problem') problems.push(check.reason);
+    else unsupported.push(`${name} (${check.dtype})`);
   }
   if (unsupported.length > 0)
     problems.unshift(
       `unsupported dtype (supported: ${SUPPORTED_DTYPES.join(', ')}) in ${unsupported.length} tensor(s):${listLines(unsupported)}`,
     );
-  if (problems.length === 0) {
-    // tensors must not overlap (empty tensors may sit anywhere)
-    const spans = [...tensors.entries()].filter(([, t]) => t.end > t.begin).sort((x, y) => x[1].begin - y[1].begin);
-    for (let i = 1; i < spans.length; i++) {
-      const [pn, p] = spans[i - 1]!;
-      const [cn, c] = spans[i]!;
-      if (c.begin < p.end) problems.push(`${cn} overlaps ${pn} (bytes ${c.begin} < ${p.end})`);
-    }
+  if (problems.length === 0) problems.push(...overlapProblems(tensors));
+  return { tensors, metadata, problems };
+}
+
+/** One tensor entry: shape, data_offsets and dtype well-formed, its byte span the right size and inside the file. */
+function checkTensorEntry(name: string, entry: unknown, dataOffset: number, size: number): EntryCheck {
+  const problem = (reason: string): EntryCheck => ({ kind: 'problem', reason: `${name}: ${reason}` });
+  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return problem('entry is not an object');
+  const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
+  if (!Array.isArray(shape) || !shape.every(isCount))
+    return problem(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) || offsets[0]! > offsets[1]!)
+    return problem(`data_offsets ${JSON.stringify(offsets)} is not [begin, end] with begin <= end`);
+  if (!isDtype(dtype)) return { kind: 'unsupported', dtype: typeof dtype === 'string' ? dtype : JSON.stringify(dtype) };
+  const [b, e] = offsets as [number, number];
+  const want = numel(shape) * DTYPE_BYTES[dtype];
+  if (e - b !== want)
+    return problem(`${dtype} ${fmtShape(shape)} needs ${want} bytes, data_offsets [${b}, ${e}] hold ${e - b}`);
+  if (e > size - dataOffset)
+    return problem(
+      `data ends at byte ${dataOffset + e}, past the end of the file (${size} bytes): the file is truncated`,
+    );
+  return { kind: 'tensor', info: { dtype, shape: shape.slice(), begin: dataOffset + b, end: dataOffset + e } };
+}
+
+/** Tensors must not overlap (empty tensors may sit anywhere). */
+function overlapProblems(tensors: ReadonlyMap<string, SafetensorsTensorInfo>): string[] {
+  const problems: string[] = [];
+  const spans = [...tensors.entries()].filter(([, t]) => t.end > t.begin).sort((x, y) => x[1].begin - y[1].begin);
+  for (let i = 1; i < spans.length; i++) {
+    const [pn, p] = spans[i - 1]!;
+    const [cn, c] = spans[i]!;
+    if (c.begin < p.end) problems.push(`${cn} overlaps ${pn} (bytes ${c.begin} < ${p.end})`);
   }
-  if (problems.length > 0) fail(`invalid header:${listLines(problems)}`);
-  return { tensors, metadata, dataOffset, size };
+  return problems;
 }
 
 /** Bytes read per request when widening a tensor: bounds the extra memory to one chunk. */
@@ -216,174 +252,4 @@ export async function readTensorF32(src: ByteSource, info: SafetensorsTensorInfo
     else f16ToF32(half, dst);
   }
   return out;
-}
-
-// ---------------------------------------------------------------- writing
-
-export interface TensorSpec {
-  name: string;
-  dtype: SafetensorsDtype;
-  shape: number[];
-}
-
-export interface SafetensorsLayout {
-  /** the first bytes of the file: length prefix + padded header JSON */
-  header: Uint8Array;
-  /** tensors in file order, offsets relative to the data section (as in the header) */
-  entries: (TensorSpec & { begin: number; end: number })[];
-  /** size of the whole file */
-  totalBytes: number;
-}
-
-const DTYPE_ORDER: Record<SafetensorsDtype, number> = { F32: 0, BF16: 1, F16: 2 };
-
-/**
- * Header and offsets for a file holding `specs`. With `sort` (the default) tensors are ordered as the
- * safetensors library orders them (by dtype, widest first, then by name); otherwise in the given order.
- */
-export function safetensorsLayout(
-  specs: readonly TensorSpec[],
-  metadata: Record<string, string> | null = { format: 'pt' },
-  sort = true,
-): SafetensorsLayout {
-  const seen = new Set<string>();
-  for (const s of specs) {
-    if (s.name === '__metadata__') throw new Error('a tensor cannot be named __metadata__');
-    if (seen.has(s.name)) throw new Error(`tensor ${s.name} is listed twice`);
-    seen.add(s.name);
-    if (!isDtype(s.dtype)) throw new Error(`tensor ${s.name}: unsupported dtype ${String(s.dtype)}`);
-    if (!s.shape.every(isCount)) throw new Error(`tensor ${s.name}: bad shape ${JSON.stringify(s.shape)}`);
-  }
-  const ordered = sort
-    ? [...specs].sort(
-        (a, b) => DTYPE_ORDER[a.dtype] - DTYPE_ORDER[b.dtype] || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
-      )
-    : [...specs];
-  const entries: SafetensorsLayout['entries'] = [];
-  const json: Record<string, unknown> = {};
-  if (metadata !== null) json.__metadata__ = metadata;
-  let offset = 0;
-  for (const s of ordered) {
-    const bytes = numel(s.shape) * DTYPE_BYTES[s.dtype];
-    const entry = { name: s.name, dtype: s.dtype, shape: s.shape.slice(), begin: offset, end: offset + bytes };
-    entries.push(entry);
-    json[s.name] = { dtype: s.dtype, shape: entry.shape, data_offsets: [entry.begin, entry.end] };
-    offset += bytes;
-  }
-  const text = new TextEncoder().encode(JSON.stringify(json));
-  const padded = Math.ceil(text.length / 8) * 8;
-  const header = new Uint8Array(8 + padded).fill(0x20, 8 + text.length);
-  const dv = new DataView(header.buffer);
-  dv.setUint32(0, padded % 2 ** 32, true);
-  dv.setUint32(4, Math.floor(padded / 2 ** 32), true);
-  header.set(text, 8);
-  return { header, entries, totalBytes: header.length + offset };
-}
-
-/** Values converted per sink call. */
-const WRITE_CHUNK_ELEMS = 1 << 22;
-
-/**
- * Streams a safetensors file to a sink: the tensor list is fixed up front (so the header goes first),
- * then each tensor's data is written in file order (`order`), one at a time, converted to its dtype.
- * Only one chunk of converted data is alive at a time.
- */
-export class SafetensorsWriter {
-  readonly layout: SafetensorsLayout;
-  private next = 0;
-  private headerWritten = false;
-  private busy = false;
-  private failed = false;
-
-  constructor(
-    specs: readonly TensorSpec[],
-    private readonly sink: ByteSink,
-    options: { metadata?: Record<string, string> | null; sort?: boolean } = {},
-  ) {
-    this.layout = safetensorsLayout(
-      specs,
-      options.metadata === undefined ? { format: 'pt' } : options.metadata,
-      options.sort ?? true,
-    );
-  }
-
-  /** Tensor names in the order `write` must be called. */
-  get order(): string[] {
-    return this.layout.entries.map((e) => e.name);
-  }
-
-  /** Name of the next tensor to write, or null when all are written. */
-  get pending(): string | null {
-    return this.layout.entries[this.next]?.name ?? null;
-  }
-
-  /** Check the call and mark the writer busy (the caller clears it). */
-  private begin(name: string, count: number | null, byteLength: number | null): TensorSpec {
-    if (this.failed) throw new Error('SafetensorsWriter: an earlier write failed; the output is incomplete');
-    if (this.busy) throw new Error('SafetensorsWriter: await each write before starting the next');
-    const entry = this.layout.entries[this.next];
-    if (entry === undefined) throw new Error(`SafetensorsWriter: ${name} written after the last tensor`);
-    if (entry.name !== name) throw new Error(`SafetensorsWriter: expected tensor ${entry.name} next, got ${name}`);
-    const n = numel(entry.shape);
-    if (count !== null && count !== n)
-      throw new Error(`SafetensorsWriter: ${name} ${fmtShape(entry.shape)} needs ${n} values, got ${count}`);
-    if (byteLength !== null && byteLength !== entry.end - entry.begin)
-      throw new Error(`SafetensorsWriter: ${name} needs ${entry.end - entry.begin} bytes, got ${byteLength}`);
-    this.busy = true;
-    return entry;
-  }
-
-  /** Run one write: header first if still due; a failure leaves the writer unusable (the sink has a partial file). */
-  private async run(body: () => Promise<void>): Promise<void> {
-    try {
-      if (!this.headerWritten) {
-        this.headerWritten = true;
-        await this.sink(this.layout.header.slice());
-      }
-      await body();
-      this.next++;
-    } catch (e) {
-      this.failed = true;
-      throw e;
-    } finally {
-      this.busy = false;
-    }
-  }
-
-  /** Write the next tensor from fp32 values, converted to its dtype (round to nearest even). */
-  async write(name: string, data: Float32Array): Promise<void> {
-    const entry = this.begin(name, data.length, null);
-    await this.run(async () => {
-      for (let i = 0; i < data.length; i += WRITE_CHUNK_ELEMS) {
-        const part = data.subarray(i, Math.min(data.length, i + WRITE_CHUNK_ELEMS));
-        let bytes: Uint8Array;
-        if (entry.dtype === 'F32') bytes = new Uint8Array(part.buffer, part.byteOffset, part.byteLength).slice();
-        else {
-          const half = entry.dtype === 'BF16' ? f32ToBf16(part) : f32ToF16(part);
-          bytes = new Uint8Array(half.buffer, half.byteOffset, half.byteLength);
-        }
-        await this.sink(bytes);
-      }
-    });
-  }
-
-  /** Write the next tensor from bytes already in its dtype (little-endian). */
-  async writeBytes(name: string, bytes: Uint8Array): Promise<void> {
-    this.begin(name, null, bytes.length);
-    await this.run(async () => {
-      if (bytes.length > 0) await this.sink(bytes.slice());
-    });
-  }
-
-  /** Check every tensor was written (writes the header of a file without tensors). */
-  async finish(): Promise<void> {
-    if (this.failed) throw new Error('SafetensorsWriter: an earlier write failed; the output is incomplete');
-    if (this.busy) throw new Error('SafetensorsWriter: finish() while a write is in flight');
-    const left = this.layout.entries.slice(this.next).map((e) => e.name);
-    if (left.length > 0) throw new Error(`SafetensorsWriter: ${left.length} tensor(s) not written:${listLines(left)}`);
-    if (!this.headerWritten) {
-      this.headerWritten = true;
-      await this.sink(this.layout.header.slice());
-    }
-  }
 }

@@ -53,7 +53,7 @@ export interface LayerRole {
   kv: { kind: 'producer' } | { kind: 'consumer'; producer: number };
 }
 
-/** Dimensions derived once from a validated config (symbols as in hymba.md). */
+/** Dimensions derived once from a validated config (symbols as in docs/model.md). */
 export interface HymbaDims {
   H: number; // hidden size
   L: number; // layers
@@ -315,7 +315,7 @@ function layerRoles(c: HymbaConfig): LayerRole[] {
   });
 }
 
-/** Static NTK base change (hymba.md): base = theta * (2*max/orig - 1)^(d/(d-2)). */
+/** Static NTK base change (docs/model.md, "RoPE"): base = theta * (2*max/orig - 1)^(d/(d-2)). */
 function ropeBase(c: HymbaConfig, dqk: number): number {
   if (c.rope_type !== 'ntk') return c.rope_theta;
   const factor = (2 * c.max_position_embeddings) / c.orig_max_position_embeddings - 1;

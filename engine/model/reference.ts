@@ -1,6 +1,6 @@
 // Hymba forward pass in plain float64 TypeScript, over the whole sequence at once.
 // The oracle the ONNX engine is tested against: written for clarity, used only by tests.
-// Specification: docs/hymba.md, "Forward pass".
+// Specification: docs/model.md, "Forward pass".
 //
 // Glossary (Hymba arXiv 2411.13676; Mamba arXiv 2312.00752; RoFormer arXiv 2104.09864):
 //   M          meta (memory) tokens, prepended before BOS at positions 0..M-1

@@ -68,9 +68,104 @@ export function expectedTensors(dims: HymbaDims): Map<string, number[]> {
   return out;
 }
 
+/** A checkpoint tensor with its name: the graph stores it under the same name. */
+export interface NamedTensor extends Tensor {
+  name: string;
+}
+
+/** Layer i's mixer block: fields named as the checkpoint names them, model.layers.i.<path>. */
+export interface MixerWeights {
+  input_layernorm: NamedTensor; // [H]
+  mamba: {
+    in_proj: NamedTensor; // [q|k|v|u|z or q|u|z rows, H] (inProjRows)
+    conv1d: { weight: NamedTensor; bias: NamedTensor }; // [d_in, 1, d_conv], [d_in]
+    x_proj: NamedTensor; // x_proj.0: [dt_rank + 2N, d_in]
+    dt_proj: { weight: NamedTensor; bias: NamedTensor }; // dt_proj.0: [d_in, dt_rank], [d_in]
+    A_log: NamedTensor; // A_log.0: [d_in, N]
+    D: NamedTensor; // D.0: [d_in]
+    dt_layernorm: NamedTensor; // [dt_rank]
+    B_layernorm: NamedTensor; // [N]
+    C_layernorm: NamedTensor; // [N]
+    pre_avg_layernorm1: NamedTensor; // [d_in], attention branch
+    pre_avg_layernorm2: NamedTensor; // [d_in], SSM branch
+    out_proj: NamedTensor; // [H, d_in]
+  };
+}
+
+/** Layer i's MLP block (the checkpoint's single-expert moe.experts.0). */
+export interface MlpWeights {
+  pre_moe_layernorm: NamedTensor; // [H]
+  gate_proj: NamedTensor; // [I, H]
+  up_proj: NamedTensor; // [I, H]
+  down_proj: NamedTensor; // [H, I]
+}
+
+export interface LayerWeights {
+  mixer: MixerWeights;
+  mlp: MlpWeights;
+}
+
+/** The tensors of one layer by name, each checked once: present, and of the shape layerTensorShapes says. */
+function layerTensors(w: WeightMap, dims: HymbaDims, i: number): (suffix: string) => NamedTensor {
+  const shapes = new Map(layerTensorShapes(dims, i));
+  return (suffix) => {
+    const name = `${layerPrefix(i)}${suffix}`;
+    const want = shapes.get(name);
+    if (!want) throw new Error(`${name} is not a tensor of layer ${i}`);
+    const t = weight(w, name);
+    const size = want.reduce((a, b) => a * b, 1);
+    if (t.dims.length !== want.length || t.dims.some((n, k) => n !== want[k]) || t.data.length !== size)
+      throw new Error(`weight ${name} is [${t.dims.join(', ')}], not [${want.join(', ')}]`);
+    return { name, dims: t.dims, data: t.data };
+  };
+}
+
+/** Layer i's mixer block weights, validated. */
+export function mixerWeights(w: WeightMap, dims: HymbaDims, i: number): MixerWeights {
+  const t = layerTensors(w, dims, i);
+  return {
+    input_layernorm: t('input_layernorm.weight'),
+    mamba: {
+      in_proj: t('mamba.in_proj.weight'),
+      conv1d: { weight: t('mamba.conv1d.weight'), bias: t('mamba.conv1d.bias') },
+      x_proj: t('mamba.x_proj.0.weight'),
+      dt_proj: { weight: t('mamba.dt_proj.0.weight'), bias: t('mamba.dt_proj.0.bias') },
+      A_log: t('mamba.A_log.0'),
+      D: t('mamba.D.0'),
+      dt_layernorm: t('mamba.dt_layernorm.weight'),
+      B_layernorm: t('mamba.B_layernorm.weight'),
+      C_layernorm: t('mamba.C_layernorm.weight'),
+      pre_avg_layernorm1: t('mamba.pre_avg_layernorm1.weight'),
+      pre_avg_layernorm2: t('mamba.pre_avg_layernorm2.weight'),
+      out_proj: t('mamba.out_proj.weight'),
+    },
+  };
+}
+
+/** Layer i's MLP block weights, validated. */
+export function mlpWeights(w: WeightMap, dims: HymbaDims, i: number): MlpWeights {
+  const t = layerTensors(w, dims, i);
+  return {
+    pre_moe_layernorm: t('pre_moe_layernorm.weight'),
+    gate_proj: t('moe.experts.0.gate_proj.weight'),
+    up_proj: t('moe.experts.0.up_proj.weight'),
+    down_proj: t('moe.experts.0.down_proj.weight'),
+  };
+}
+
+/** Every tensor of layer i, validated (a stage holding one block of the layer needs only that block's). */
+export function layerWeights(w: WeightMap, dims: HymbaDims, i: number): LayerWeights {
+  return { mixer: mixerWeights(w, dims, i), mlp: mlpWeights(w, dims, i) };
+}
+
 /** Fetch a weight, failing with its name rather than an undefined deep inside the maths. */
 export function weight(w: WeightMap, name: string): Tensor {
   const t = w.get(name);
   if (!t) throw new Error(`weight ${name} is missing`);
   return t;
+}
+
+/** A weight with its name, for the graph (which stores it under that name). */
+export function namedWeight(w: WeightMap, name: string): NamedTensor {
+  return { name, ...weight(w, name) };
 }

@@ -7,7 +7,9 @@ import { StageRunner } from './stage-runner.js';
 import { HymbaRunner, type Stage } from './runner.js';
 import { expandQ4Graph } from '../onnx/q4-expand.js';
 import { loadGraph } from './ort.js';
-import { cloneState, deserializeState, emptyState, stageState, type HymbaState } from '../state/state.js';
+import { cloneState, emptyState, type HymbaState } from '../state/state.js';
+import { deserializeState } from '../state/codec.js';
+import { stageState } from '../state/merge.js';
 import { HymbaTokenizer } from '../text/tokenizer.js';
 
 /** Where a converted model's files come from: a directory, R2, the Worker bundle, a browser fetch. */

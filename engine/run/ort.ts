@@ -1,4 +1,4 @@
-// The one module that imports ONNX Runtime Web. It works in Node, browsers and workerd (platform.md):
+// The one module that imports ONNX Runtime Web. It works in Node, browsers and workerd (docs/platform.md):
 // the host hands over the WASM binary (bytes) or a precompiled WebAssembly.Module; nothing is fetched.
 
 import * as ort from 'onnxruntime-web/wasm';

@@ -4,7 +4,8 @@
 
 import type { ForwardResult, HymbaRunner, LogitsWanted } from './runner.js';
 import type { HymbaDims } from '../model/config.js';
-import { deserializeState, serializeState, type HymbaState } from '../state/state.js';
+import type { HymbaState } from '../state/state.js';
+import { deserializeState, serializeState } from '../state/codec.js';
 
 /** A working state: its position (meta tokens count) advances as tokens go through it. */
 export interface Cursor {

@@ -8,9 +8,10 @@
 // producer's cache, so each run hands the mirroring stage the producer's entry as it was before the chunk
 // (plus, with its input, the new entries the producer's stage just returned), and drops what it appends.
 
+import { runChunks } from './run-chunks.js';
 import { concatFloat32 } from './arrays.js';
 import type { HymbaDims, ModelConfig } from '../model/config.js';
-import { mixerLayers, type StageSpec } from '../model/graph.js';
+import { mixerLayers, type StageSpec } from '../stages/stage-spec.js';
 import type { LoadedGraph } from './ort.js';
 import { StageRunner } from './stage-runner.js';
 import { emptyState, mirrorOf, type HymbaState, type LayerState } from '../state/state.js';
@@ -130,14 +131,11 @@ export class HymbaRunner {
     // work on a shallow copy: arrays are replaced, never mutated, so a failure leaves `state` untouched
     const work: HymbaState = { position: state.position, layers: state.layers.slice() };
     const rows: Float32Array[] = [];
-    for (let start = 0; start < ids.length; start += this.maxRunTokens) {
+    for (const chunk of runChunks(ids, this.maxRunTokens, want)) {
       // a long prompt gives the event loop a turn between runs (others share this isolate's sessions)
-      if (start > 0) await new Promise((resolve) => setTimeout(resolve, 0));
-      const chunk = ids.slice(start, start + this.maxRunTokens);
-      const isLast = start + this.maxRunTokens >= ids.length;
-      const from = want === 'all' ? 0 : chunk.length - 1; // 'none' still computes one cheap row
-      const logits = await this.runChunk(work, chunk, from);
-      if (want === 'all' || (want === 'last' && isLast)) rows.push(logits);
+      if (chunk.start > 0) await new Promise((resolve) => setTimeout(resolve, 0));
+      const logits = await this.runChunk(work, chunk.ids, chunk.from);
+      if (chunk.keep) rows.push(logits);
     }
     state.position = work.position;
     state.layers = work.layers;

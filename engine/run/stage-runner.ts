@@ -2,7 +2,8 @@
 // behind, or one slice of a block) for one
 // session, or for several sessions at one token each in a single ONNX run (continuous batching).
 // The state given may hold only this stage's layers; it is advanced only when the run succeeds.
-// The graph takes a batch axis (hymba-graph.ts): one session's arrays are fed as they are; a batch is packed
+// The graph takes a batch axis (engine/model/graph.ts; its inputs and outputs: engine/stages/stage-io.ts): one
+// session's arrays are fed as they are; a batch is packed
 // here (K/V caches right-padded to the longest) and each session's state is cut out of the outputs. The graph
 // returns only the new K/V entries: appending them (and trimming sliding caches) is done here, in one copy.
 // A stage that mirrors a producer (kvIn) gets the producer's new entries with its input and appends them to
@@ -10,18 +11,20 @@
 
 import { concatFloat32 } from './arrays.js';
 import type { HymbaDims, ModelConfig } from '../model/config.js';
-import {
-  DEFAULT_MAX_RUN_TOKENS,
-  givesLogits,
-  mirrorNames,
-  mixerLayers,
-  sliceRange,
-  stateNames,
-  takesIds,
-} from '../model/graph.js';
+import { DEFAULT_MAX_RUN_TOKENS } from '../model/scan.js';
+import { feedShape, stageIO, type KvIO, type StageIO, type TensorIO } from '../stages/stage-io.js';
+import { givesLogits, sliceRange, takesIds } from '../stages/stage-spec.js';
 import type { Stage } from './runner.js';
 import { float32, int64, type OrtTensor } from './ort.js';
-import { kvEntries, type HymbaState, type LayerState } from '../state/state.js';
+import {
+  kvEntries,
+  kvLayer,
+  mixerLayer,
+  type HymbaState,
+  type KvCache,
+  type LayerState,
+  type MixerLayerState,
+} from '../state/state.js';
 
 /** New K/V entries of one producer for one session: [kv_heads, T, dqk] and [kv_heads, T, dv] (rotated keys). */
 export interface KvEntries {
@@ -59,12 +62,17 @@ function exclusive<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 export class StageRunner {
+  /** the graph's input and output names and shapes */
+  private readonly io: StageIO;
+
   constructor(
     readonly model: ModelConfig,
     readonly stage: Stage,
     /** the most tokens one run may carry: the graph's scan is built for this many */
     readonly maxRunTokens: number = DEFAULT_MAX_RUN_TOKENS,
-  ) {}
+  ) {
+    this.io = stageIO(model.dims, stage.spec);
+  }
 
   /**
    * One session, T = input length (1 <= T <= maxRunTokens) new tokens at state.position. Advances `state`
@@ -125,34 +133,36 @@ export class StageRunner {
   /** The graph's inputs for B sessions of T tokens: one session's arrays as they are, a batch's packed. */
   private feeds(items: Item[], T: number, logitsFrom: number): Record<string, OrtTensor> {
     const d = this.model.dims;
-    const { spec } = this.stage;
+    const { io } = this;
     const B = items.length;
-    const positions = items.map((it) => it.state.position);
+    const size = { B, T };
+    const feeds: Record<string, OrtTensor> = {};
     // slices take no position (nor state)
-    const feeds: Record<string, OrtTensor> = spec.slice ? {} : { position: int64(positions, [B]) };
-    if (givesLogits(spec)) feeds.logits_from = int64([logitsFrom], []);
+    if (io.position)
+      feeds[io.position.name] = int64(
+        items.map((it) => it.state.position),
+        feedShape(io.position, size),
+      );
+    if (io.logitsFrom) feeds[io.logitsFrom.name] = int64([logitsFrom], []);
     // inputLength() has checked that every input is of the stage's kind
-    if (takesIds(spec)) {
+    if (takesIds(this.stage.spec)) {
       const ids = items.flatMap((it) => ('ids' in it.input ? it.input.ids : []));
-      feeds.input_ids = int64(ids, [B, T]);
+      feeds[io.input.name] = int64(ids, feedShape(io.input, size));
     } else {
       const rows = stack(items.map((it) => ('hidden' in it.input ? it.input.hidden : EMPTY)));
-      feeds.hidden_in = float32(rows, [B, T, d.H]);
+      feeds[io.input.name] = float32(rows, feedShape(io.input, size));
     }
-    for (const i of mixerLayers(spec)) {
-      const layers = items.map(({ state }) => layerOf(state, i));
-      const n = stateNames(i);
-      feeds[n.conv] = float32(stack(layers.map((l) => l.conv)), [B, d.dConv - 1, d.dIn]);
-      feeds[n.ssm] = float32(stack(layers.map((l) => l.ssm)), [B, d.dIn, d.dState]);
-      if (d.layers[i]!.kv.kind === 'producer') Object.assign(feeds, this.kvFeeds(i, items, layers));
+    for (const [i, l] of io.layers) {
+      const layers = items.map(({ state }) => mixerLayer(state, i));
+      feeds[l.conv.input.name] = float32(stack(layers.map((s) => s.conv)), feedShape(l.conv.input, size));
+      feeds[l.ssm.input.name] = float32(stack(layers.map((s) => s.ssm)), feedShape(l.ssm.input, size));
+      if (l.kv) Object.assign(feeds, this.kvFeeds(i, l.kv, items, caches(items, i)));
     }
-    for (const p of spec.kvIn ?? []) {
-      const layers = items.map(({ state }) => layerOf(state, p));
-      Object.assign(feeds, this.kvFeeds(p, items, layers));
+    for (const [p, m] of io.mirrors) {
+      Object.assign(feeds, this.kvFeeds(p, m, items, caches(items, p)));
       const fresh = items.map((it) => mirrorInput(d, it.input, p, T));
-      const n = mirrorNames(p);
-      feeds[n.key] = float32(stack(fresh.map((e) => e.key)), [B, d.kvHeads, T, d.dqk]);
-      feeds[n.value] = float32(stack(fresh.map((e) => e.value)), [B, d.kvHeads, T, d.dv]);
+      feeds[m.fresh.key.name] = float32(stack(fresh.map((e) => e.key)), feedShape(m.fresh.key, size));
+      feeds[m.fresh.value.name] = float32(stack(fresh.map((e) => e.value)), feedShape(m.fresh.value, size));
     }
     return feeds;
   }
@@ -162,17 +172,16 @@ export class StageRunner {
     const d = this.model.dims;
     const { state, input } = items[k]!;
     return (this.stage.spec.kvIn ?? []).map((p) => {
-      const prev = layerOf(state, p);
+      const prev = kvLayer(state, p);
       const fresh = mirrorInput(d, input, p, T);
       const cache = (past: Float32Array, entries: Float32Array, width: number): Float32Array =>
         appendEntries(d, p, state.position, past, entries, 0, T, width);
       return [
         p,
         {
-          conv: EMPTY,
-          ssm: EMPTY,
-          key: cache(prev.key!, fresh.key, d.dqk),
-          value: cache(prev.value!, fresh.value, d.dv),
+          kind: 'mirror',
+          key: cache(prev.key, fresh.key, d.dqk),
+          value: cache(prev.value, fresh.value, d.dv),
           kvLen: kvEntries(d, p, state.position + T),
         },
       ];
@@ -180,50 +189,59 @@ export class StageRunner {
   }
 
   /** A producer's caches, right-padded to the longest; each must hold what its position implies. */
-  private kvFeeds(i: number, items: Item[], layers: LayerState[]): Record<string, OrtTensor> {
+  private kvFeeds(i: number, kv: KvIO, items: Item[], layers: KvCache[]): Record<string, OrtTensor> {
     const d = this.model.dims;
     const B = items.length;
     const counts = layers.map((l, k) => {
       const { position } = items[k]!.state;
       const expected = kvEntries(d, i, position);
-      if (!l.key || !l.value || l.kvLen !== expected)
+      if (l.kvLen !== expected)
         throw new Error(`layer ${i} holds ${l.kvLen} K/V entries at position ${position}, not ${expected}`);
       return l.kvLen;
     });
     const S = Math.max(...counts);
-    const packed = (arrays: Float32Array[], width: number): OrtTensor =>
-      float32(B === 1 ? arrays[0]! : padRows(arrays, counts, d.kvHeads, S, width), [B, d.kvHeads, S, width]);
-    const keys = layers.map((l) => l.key!);
-    const values = layers.map((l) => l.value!);
-    const n = stateNames(i);
-    return { [n.key]: packed(keys, d.dqk), [n.value]: packed(values, d.dv) };
+    const packed = (arrays: Float32Array[], t: TensorIO): OrtTensor => {
+      const [, heads, , width] = feedShape(t, { B, S }) as [number, number, number, number];
+      return float32(B === 1 ? arrays[0]! : padRows(arrays, counts, heads, S, width), [B, heads, S, width]);
+    };
+    const { key, value } = kv.past;
+    return {
+      [key.name]: packed(
+        layers.map((l) => l.key),
+        key,
+      ),
+      [value.name]: packed(
+        layers.map((l) => l.value),
+        value,
+      ),
+    };
   }
 
   /** Session k's layers after the run, cut out of the batch's outputs (one session: the outputs as they are). */
-  private layersFrom(out: Record<string, OrtTensor>, items: Item[], k: number, T: number): [number, LayerState][] {
+  private layersFrom(out: Record<string, OrtTensor>, items: Item[], k: number, T: number): [number, MixerLayerState][] {
     const d = this.model.dims;
     const B = items.length;
     const { state } = items[k]!;
     const part = (t: Float32Array): Float32Array => (B === 1 ? t : sessionPart(t, B, k));
-    const layers: [number, LayerState][] = [];
-    for (const i of mixerLayers(this.stage.spec)) {
-      const n = stateNames(i);
-      const conv = part(outputData(out, `${n.conv}_out`));
-      const ssm = part(outputData(out, `${n.ssm}_out`));
-      if (d.layers[i]!.kv.kind !== 'producer') {
-        layers.push([i, { conv, ssm, key: null, value: null, kvLen: 0 }]);
+    const layers: [number, MixerLayerState][] = [];
+    for (const [i, l] of this.io.layers) {
+      const conv = part(outputData(out, l.conv.output.name));
+      const ssm = part(outputData(out, l.ssm.output.name));
+      if (!l.kv) {
+        layers.push([i, { kind: 'consumer', conv, ssm }]);
         continue;
       }
-      const prev = layerOf(state, i);
+      const prev = kvLayer(state, i);
       const cache = (past: Float32Array, name: string, width: number): Float32Array =>
         appendEntries(d, i, state.position, past, outputData(out, name), k, T, width);
       layers.push([
         i,
         {
+          kind: 'producer',
           conv,
           ssm,
-          key: cache(prev.key!, `${n.key}_out`, d.dqk),
-          value: cache(prev.value!, `${n.value}_out`, d.dv),
+          key: cache(prev.key, l.kv.fresh.key.name, d.dqk),
+          value: cache(prev.value, l.kv.fresh.value.name, d.dv),
           kvLen: kvEntries(d, i, state.position + T),
         },
       ]);
@@ -235,14 +253,14 @@ export class StageRunner {
     const { spec } = this.stage;
     const part = (t: Float32Array): Float32Array => (B === 1 ? t : sessionPart(t, B, k));
     const result: StageOutput = givesLogits(spec)
-      ? { hidden: null, logits: part(outputData(out, 'logits')), rows }
-      : { hidden: part(outputData(out, 'hidden_out')), logits: null, rows };
+      ? { hidden: null, logits: part(outputData(out, this.io.output.name)), rows }
+      : { hidden: part(outputData(out, this.io.output.name)), logits: null, rows };
     if (spec.slice?.kind === 'head') result.vocab = sliceRange(this.model.dims.V, spec.slice.part, spec.slice.parts);
     if (spec.kvOut?.length) {
       result.kv = {};
       for (const p of spec.kvOut) {
-        const n = stateNames(p);
-        result.kv[p] = { key: part(outputData(out, `${n.key}_out`)), value: part(outputData(out, `${n.value}_out`)) };
+        const { fresh } = this.io.layers.get(p)!.kv!;
+        result.kv[p] = { key: part(outputData(out, fresh.key.name)), value: part(outputData(out, fresh.value.name)) };
       }
     }
     return result;
@@ -261,10 +279,9 @@ function mirrorInput(d: HymbaDims, input: StageInput, p: number, T: number): KvE
   return e;
 }
 
-function layerOf(state: HymbaState, i: number): LayerState {
-  const l = state.layers[i];
-  if (!l) throw new Error(`state has no layer ${i}`);
-  return l;
+/** Each session's K/V cache of layer i (its own producer entry or a mirror). */
+function caches(items: Item[], i: number): KvCache[] {
+  return items.map(({ state }) => kvLayer(state, i));
 }
 
 function outputData(out: Record<string, OrtTensor>, name: string): Float32Array {

@@ -7,7 +7,7 @@
 // embedding, the head), and its sibling slices follow it directly.
 
 import type { HymbaDims } from '../model/config.js';
-import { checkStage, sliceRange, stageUnits, type StageSpec } from '../model/graph.js';
+import { checkStage, sliceRange, stageUnits, type StageSpec } from './stage-spec.js';
 import type { KvEntries, StageInput, StageOutput } from '../run/stage-runner.js';
 
 export interface Step {

@@ -7,17 +7,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { HymbaDims } from '../../engine/model/config.js';
-import {
-  estimateStages,
-  maxContextThatFits,
-  MB,
-  planStages,
-  RUN_TOKEN_CHOICES,
-  RUN_STATE_COPIES,
-  stageLabel,
-  type ModelPlan,
-  type PlanOptions,
-} from '../../engine/stages/plan.js';
+import { MB, RUN_STATE_COPIES } from '../../engine/stages/memory.js';
+import type { ModelPlan, PlanOptions } from '../../engine/stages/estimate.js';
+import { stageLabel } from '../../engine/stages/report.js';
+import { estimateStages, maxContextThatFits, planStages, RUN_TOKEN_CHOICES } from '../../engine/stages/plan.js';
 import { isModelDtype, MODEL_DTYPES, type ModelDtype } from '../../engine/convert/quantize.js';
 import { convertDir, readModelDir, type ModelDirInfo } from '../model-dir.js';
 import { measureStage, type StageMeasurement } from '../plan/measure.js';
@@ -61,8 +54,8 @@ function table(rows: string[][]): string {
   return rows.map((r) => line(r).trimEnd()).join('\n');
 }
 
-/** The plan as a readable table, the totals and the problems. */
-export function formatPlan(plan: ModelPlan, d: HymbaDims, title: string, opts?: PlanOptions): string {
+/** One row per stage, then the totals. */
+function stageTable(plan: ModelPlan, d: HymbaDims): string {
   const contexts = plan.stages[0]!.sessionsThatFit.map((f) => f.context);
   const header = [
     'stage',
@@ -98,11 +91,16 @@ export function formatPlan(plan: ModelPlan, d: HymbaDims, title: string, opts?: 
     '',
     '',
   ]);
+  return table([header, ...rows]);
+}
+
+/** What the plan is: stages, granularity, steps and hops, run tokens, and the estimate's formula. */
+function summaryLines(plan: ModelPlan, title: string): string[] {
   const what =
     plan.granularity === 'layers'
       ? 'whole layers'
       : 'sub-layer units (mixer / MLP blocks, vocabulary and MLP slices in parallel, K/V mirrors)';
-  const lines = [
+  return [
     `${title}: ${plan.stages.length} stage(s) at ${plan.dtype}, budget ${plan.budgetMb} MB per isolate, ` +
       `state of ${plan.hotSessions} session(s) at ${plan.contextTokens} tokens per stage`,
     `${what}; per token ${plan.steps} sequential step(s), ${plan.hops} stage call(s); ` +
@@ -110,26 +108,32 @@ export function formatPlan(plan: ModelPlan, d: HymbaDims, title: string, opts?: 
     `estimate = ${mb(plan.baselineBytes)} MB ORT baseline + ${plan.factor} x weight bytes as run` +
       `${plan.dtype === 'q4' ? ' (q4 runs as int8)' : ''} + activation peak (${mb(plan.activationBytes)} MB with a mixer)` +
       ` + (${RUN_STATE_COPIES} in a run + ${plan.hotSessions} kept) x one session's state (fp32)`,
-    '',
-    table([header, ...rows]),
   ];
-  if (plan.problems.length > 0) {
+}
+
+/** The problems and the budget (and, planned from options, the context) at which every stage would fit. */
+function verdictLines(plan: ModelPlan, d: HymbaDims, opts?: PlanOptions): string[] {
+  if (plan.problems.length === 0) return ['', `every stage fits the ${plan.budgetMb} MB budget`];
+  const lines = [
+    '',
+    'over budget:',
+    ...plan.problems.map((p) => `  ${p}`),
+    `  (every stage would fit from --budget-mb ${plan.minBudgetMb} at these run tokens and context)`,
+  ];
+  if (opts) {
+    const context = maxContextThatFits(d, opts);
     lines.push(
-      '',
-      'over budget:',
-      ...plan.problems.map((p) => `  ${p}`),
-      `  (every stage would fit from --budget-mb ${plan.minBudgetMb} at these run tokens and context)`,
+      context > 0
+        ? `  (at ${plan.budgetMb} MB every stage fits up to --context ${context})`
+        : `  (at ${plan.budgetMb} MB no context fits, even with runs of ${RUN_TOKEN_CHOICES.at(-1)} tokens)`,
     );
-    if (opts) {
-      const context = maxContextThatFits(d, opts);
-      lines.push(
-        context > 0
-          ? `  (at ${plan.budgetMb} MB every stage fits up to --context ${context})`
-          : `  (at ${plan.budgetMb} MB no context fits, even with runs of ${RUN_TOKEN_CHOICES.at(-1)} tokens)`,
-      );
-    }
-  } else lines.push('', `every stage fits the ${plan.budgetMb} MB budget`);
-  return lines.join('\n');
+  }
+  return lines;
+}
+
+/** The plan as a readable table, the totals and the problems. */
+export function formatPlan(plan: ModelPlan, d: HymbaDims, title: string, opts?: PlanOptions): string {
+  return [...summaryLines(plan, title), '', stageTable(plan, d), ...verdictLines(plan, d, opts)].join('\n');
 }
 
 /** A converted directory holding the stages to measure: the given one, or the plan converted into a temp dir. */
@@ -180,6 +184,38 @@ function formatMeasured(plan: ModelPlan, measured: StageMeasurement[]): string {
   ].join('\n');
 }
 
+/**
+ * The plan of a model directory: a converted model's as it was converted (its dtype and its stages), else
+ * planned from the flags; `opts` only for the latter (the context search applies to planned stages).
+ */
+function planOf(
+  info: ModelDirInfo,
+  values: Parameters<typeof planOptions>[0],
+): { plan: ModelPlan; opts: PlanOptions | undefined } {
+  const { dims } = info.model;
+  if (info.manifest) {
+    if (values.dtype !== undefined && values.dtype !== info.manifest.dtype)
+      throw new CliError(`${info.dir} was converted at ${info.manifest.dtype}; --dtype ${values.dtype} does not apply`);
+    const opts = { ...planOptions(values, info.manifest.dtype), runTokens: info.manifest.maxRunTokens };
+    return { plan: estimateStages(dims, info.manifest.stages, opts), opts: undefined };
+  }
+  const opts = planOptions(values, 'f32');
+  return { plan: planStages(dims, opts), opts };
+}
+
+/** Each stage of the plan loaded and run in a fresh process (converted first when the directory is not). */
+async function measureStages(info: ModelDirInfo, plan: ModelPlan): Promise<StageMeasurement[]> {
+  const { dir, cleanup } = await stagesToMeasure(info, plan);
+  try {
+    const measured: StageMeasurement[] = [];
+    for (let k = 0; k < plan.stages.length; k++)
+      measured.push(await measureStage(dir, k, { runTokens: plan.runTokens, context: plan.contextTokens }));
+    return measured;
+  } finally {
+    await cleanup();
+  }
+}
+
 export async function runPlan(argv: string[]): Promise<void> {
   const { values, positionals } = parse(
     argv,
@@ -188,29 +224,8 @@ export async function runPlan(argv: string[]): Promise<void> {
   );
   const info = await readModelDir(positionals[0]!);
   const { dims } = info.model;
-  let plan: ModelPlan;
-  let opts: PlanOptions | undefined;
-  if (info.manifest) {
-    // a converted model is planned as it was converted: its dtype and its stages
-    if (values.dtype !== undefined && values.dtype !== info.manifest.dtype)
-      throw new CliError(`${info.dir} was converted at ${info.manifest.dtype}; --dtype ${values.dtype} does not apply`);
-    const opts = { ...planOptions(values, info.manifest.dtype), runTokens: info.manifest.maxRunTokens };
-    plan = estimateStages(dims, info.manifest.stages, opts);
-  } else {
-    opts = planOptions(values, 'f32');
-    plan = planStages(dims, opts);
-  }
-  let measured: StageMeasurement[] | null = null;
-  if (values.measure) {
-    const { dir, cleanup } = await stagesToMeasure(info, plan);
-    try {
-      measured = [];
-      for (let k = 0; k < plan.stages.length; k++)
-        measured.push(await measureStage(dir, k, { runTokens: plan.runTokens, context: plan.contextTokens }));
-    } finally {
-      await cleanup();
-    }
-  }
+  const { plan, opts } = planOf(info, values);
+  const measured = values.measure ? await measureStages(info, plan) : null;
   if (values.json) {
     const out = measured ? { ...plan, measured: measured.map(({ raw: _raw, ...m }) => m) } : plan;
     process.stdout.write(JSON.stringify(out, null, 2) + '\n');

@@ -16,7 +16,8 @@ import { MANIFEST_FILE, parseManifest, stageSpecOf, type Manifest } from '../../
 import { expandQ4Graph } from '../../engine/onnx/q4-expand.js';
 import { HymbaRunner, type Stage } from '../../engine/run/runner.js';
 import { loadGraph } from '../../engine/run/ort.js';
-import { deserializeState, emptyState, type HymbaState } from '../../engine/state/state.js';
+import { emptyState, type HymbaState } from '../../engine/state/state.js';
+import { deserializeState } from '../../engine/state/codec.js';
 
 export interface TestModel {
   root: string;

@@ -16,12 +16,10 @@ import {
   parseSafetensorsHeader,
   readTensorBytes,
   readTensorF32,
-  safetensorsLayout,
   SafetensorsError,
-  SafetensorsWriter,
   type ByteSource,
-  type TensorSpec,
 } from '../../engine/convert/safetensors.js';
+import { safetensorsLayout, SafetensorsWriter, type TensorSpec } from '../../engine/convert/safetensors-writer.js';
 import { expectedTensors, type WeightMap } from '../../engine/model/weights.js';
 import { dirCheckpointSource, fileByteSource, fileSink } from '../../infra/node-files.js';
 import { initTensor, main, makeTestModel, planTestModel } from '../../infra/test-model/make-test-model.js';
@@ -140,7 +138,7 @@ describe('test model layout', () => {
     expect(gen).toMatchObject({ bos_token_id: 1, eos_token_id: 2, pad_token_id: 0 });
   });
 
-  it('has the exact hymba-1.5b config of hymba.md', () => {
+  it('has the exact hymba-1.5b config of docs/model.md', () => {
     const cfg = JSON.parse(pyJson(presetConfig('hymba-1.5b'))) as Record<string, unknown>;
     expect(cfg).toMatchObject({
       hidden_size: 1600,

@@ -3,7 +3,8 @@
 import { concatFloat32 } from '../../engine/run/arrays.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referenceForward } from '../../engine/model/reference.js';
-import { deserializeState, serializeState, type HymbaState } from '../../engine/state/state.js';
+import type { HymbaState } from '../../engine/state/state.js';
+import { deserializeState, serializeState } from '../../engine/state/codec.js';
 import type { ConfigValue } from '../../infra/test-model/presets.js';
 import { makeConvertedModel, maxAbsDiff, maxDiff, tokenSequence, type TestModel } from '../helpers/tiny-model.js';
 

@@ -12,28 +12,27 @@ import type { StageOption } from '../../engine/convert/convert.js';
 import { parseManifest, type Manifest } from '../../engine/convert/manifest.js';
 import { HymbaEngine } from '../../engine/run/loaded-model.js';
 import { emitGraph } from '../../engine/onnx/emit.js';
-import { buildStageGraph, checkStage, sliceRange, type StageSpec } from '../../engine/model/graph.js';
+import { buildStageGraph } from '../../engine/stages/stage-graph.js';
+import { checkStage, sliceRange, type StageSpec } from '../../engine/stages/stage-spec.js';
 import {
-  atomicUnits,
   embedWeightBytes,
-  estimateStages,
   headWeightBytes,
   kvBytes,
   layerStateBytes,
   layerWeightBytes,
-  maxContextThatFits,
   MB,
   mixerWeightBytes,
   mlpWeightBytes,
-  planStages,
   RUN_STATE_COPIES,
   stageContent,
-  stageLabel,
   stageWeightBytes,
-  type ModelPlan,
-} from '../../engine/stages/plan.js';
+} from '../../engine/stages/memory.js';
+import type { ModelPlan } from '../../engine/stages/estimate.js';
+import { atomicUnits } from '../../engine/stages/packing.js';
+import { stageLabel } from '../../engine/stages/report.js';
+import { estimateStages, maxContextThatFits, planStages } from '../../engine/stages/plan.js';
 import type { ModelDtype } from '../../engine/convert/quantize.js';
-import { stateBytes } from '../../engine/state/state.js';
+import { stateBytes } from '../../engine/state/bytes.js';
 import { expectedTensors, type WeightMap } from '../../engine/model/weights.js';
 import { convertDir, dirModelSource } from '../../infra/model-dir.js';
 import { maxDiff, tokenSequence } from '../helpers/tiny-model.js';

@@ -4,10 +4,12 @@
 import { concatFloat32 } from '../../engine/run/arrays.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StageOption } from '../../engine/convert/convert.js';
-import type { StageSpec } from '../../engine/model/graph.js';
+import type { StageSpec } from '../../engine/stages/stage-spec.js';
 import { referenceForward } from '../../engine/model/reference.js';
 import { StageRunner } from '../../engine/run/stage-runner.js';
-import { cloneState, deserializeState, serializeState, stageState, type HymbaState } from '../../engine/state/state.js';
+import { cloneState, kvLayer, type HymbaState } from '../../engine/state/state.js';
+import { deserializeState, serializeState } from '../../engine/state/codec.js';
+import { stageState } from '../../engine/state/merge.js';
 import { pipelineSteps, runSteps } from '../../engine/stages/steps.js';
 import {
   makeStagedModel,
@@ -117,7 +119,7 @@ describe.each([
     let states: HymbaState[] = specs.map((spec) => stageState(dims, spec, sliced.prefix));
     const owner = specs.findIndex((s) => s.kvOut?.length);
     const mirror = specs.findIndex((s) => s.kvIn?.length);
-    expect(states[mirror]!.layers[1]!.conv.length).toBe(0); // the mirror entry of producer 1
+    expect(states[mirror]!.layers[1]!.kind).toBe('mirror'); // the mirror entry of producer 1
     const fp = sliced.manifest.fingerprint;
     const persist = (): void => {
       states = states.map((s) => deserializeState(dims, serializeState(dims, s, fp), fp));
@@ -135,9 +137,11 @@ describe.each([
     }
     check(concatFloat32(rows));
     // the mirror holds exactly the producer's cache
-    expect(maxDiff(states[mirror]!.layers[1]!.key!, states[owner]!.layers[1]!.key!)).toBe(0);
-    expect(maxDiff(states[mirror]!.layers[1]!.value!, states[owner]!.layers[1]!.value!)).toBe(0);
-    expect(states[mirror]!.layers[1]!.kvLen).toBe(states[owner]!.layers[1]!.kvLen);
+    const [copy, own] = [kvLayer(states[mirror]!, 1), kvLayer(states[owner]!, 1)];
+    expect(own.kind).toBe('producer');
+    expect(maxDiff(copy.key, own.key)).toBe(0);
+    expect(maxDiff(copy.value, own.value)).toBe(0);
+    expect(copy.kvLen).toBe(own.kvLen);
   });
 
   /** The largest difference between forwardBatch and forward alone over 3 steps of 3 sessions. */

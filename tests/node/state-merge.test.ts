@@ -4,20 +4,24 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../engine/model/config.js';
 import { crc32 } from '../../engine/state/crc32.js';
-import type { StageSpec } from '../../engine/model/graph.js';
+import type { StageSpec } from '../../engine/stages/stage-spec.js';
 import {
-  checkWholeState,
-  deserializeState,
   emptyState,
+  holdsMixer,
   isMirror,
   kvEntries,
-  mergeStageStates,
+  type HymbaState,
+  type LayerState,
+} from '../../engine/state/state.js';
+import {
+  deserializeState,
   serializeState,
-  splitState,
+  STATE_FORMAT_VERSION,
   StateFingerprintError,
   StateFormatError,
-  type HymbaState,
-} from '../../engine/state/state.js';
+} from '../../engine/state/codec.js';
+import { f32ToF16 } from '../../engine/convert/dtype.js';
+import { checkWholeState, mergeStageStates, splitState } from '../../engine/state/merge.js';
 import { presetConfig } from '../../infra/test-model/presets.js';
 
 const { dims: d } = loadConfig(JSON.parse(JSON.stringify(presetConfig('tiny'))) as Record<string, unknown>);
@@ -40,22 +44,24 @@ const SPECS: StageSpec[] = [
 
 /** A whole-model state after `tokens` text tokens, every number distinct and deterministic. */
 function filledState(tokens: number): HymbaState {
-  const s = emptyState(d);
-  s.position = d.M + tokens;
+  const position = d.M + tokens;
   let x = 1;
   const fill = (n: number): Float32Array =>
     Float32Array.from({ length: n }, () => (x = (x * 48271) % 2147483647) / 1e9);
-  s.layers.forEach((l, i) => {
-    if (!l) return;
-    l.conv = fill(l.conv.length);
-    l.ssm = fill(l.ssm.length);
-    if (l.key) {
-      l.kvLen = kvEntries(d, i, s.position);
-      l.key = fill(d.kvHeads * l.kvLen * d.dqk);
-      l.value = fill(d.kvHeads * l.kvLen * d.dv);
-    }
+  const layers = emptyState(d).layers.map((l, i): LayerState | undefined => {
+    if (!l || !holdsMixer(l)) return l;
+    const mixer = { conv: fill(l.conv.length), ssm: fill(l.ssm.length) };
+    if (l.kind === 'consumer') return { kind: 'consumer', ...mixer };
+    const kvLen = kvEntries(d, i, position);
+    return {
+      kind: 'producer',
+      ...mixer,
+      key: fill(d.kvHeads * kvLen * d.dqk),
+      value: fill(d.kvHeads * kvLen * d.dv),
+      kvLen,
+    };
   });
-  return s;
+  return { position, layers };
 }
 
 /** Serialized, as a Node Buffer (whose `slice` is a view: deserializeState must copy anyway). */
@@ -162,5 +168,161 @@ describe('snapshot format additions', () => {
     out.set(new TextEncoder().encode(edited), 16);
     new DataView(out.buffer).setUint32(out.length - 4, crc32(out.subarray(0, out.length - 4)), true);
     expect(() => deserializeState(d, out, FP)).toThrow(/layer 1 appears twice/);
+  });
+});
+
+// ---- format versions ----
+
+/** The entry as version-1 code held it: a mirror had empty conv/SSM, a consumer null K/V. */
+interface LayerStateV1 {
+  conv: Float32Array;
+  ssm: Float32Array;
+  key: Float32Array | null;
+  value: Float32Array | null;
+  kvLen: number;
+}
+
+function toV1(l: LayerState): LayerStateV1 {
+  const none = new Float32Array(0);
+  if (l.kind === 'consumer') return { conv: l.conv, ssm: l.ssm, key: null, value: null, kvLen: 0 };
+  if (l.kind === 'mirror') return { conv: none, ssm: none, key: l.key, value: l.value, kvLen: l.kvLen };
+  return { conv: l.conv, ssm: l.ssm, key: l.key, value: l.value, kvLen: l.kvLen };
+}
+
+/** serializeState as version 1 wrote snapshots (engine/state.ts before the kinds were explicit), verbatim. */
+function serializeV1(s: HymbaState, fingerprint: string, kvDtype: 'f32' | 'f16' = 'f32'): Uint8Array {
+  const align4 = (n: number): number => Math.ceil(n / 4) * 4;
+  const isMirrorV1 = (l: LayerStateV1): boolean => l.conv.length === 0 && l.key !== null;
+  const present = s.layers.flatMap((l, index) => (l ? [{ index, l: toV1(l) }] : []));
+  const header = {
+    fingerprint,
+    position: s.position,
+    kvDtype,
+    dims: { dIn: d.dIn, dState: d.dState, dConv: d.dConv, kvHeads: d.kvHeads, dqk: d.dqk, dv: d.dv },
+    layers: present.map(({ index, l }) =>
+      isMirrorV1(l) ? { index, kvLen: l.kvLen, kvOnly: true } : { index, kvLen: l.kvLen },
+    ),
+  };
+  const headerBytes = new TextEncoder().encode(JSON.stringify(header));
+  const parts: Uint8Array[] = [];
+  const asBytes = (a: Float32Array | Uint16Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  for (const { l } of present) {
+    parts.push(asBytes(l.conv), asBytes(l.ssm));
+    for (const kv of [l.key, l.value]) if (kv) parts.push(asBytes(kvDtype === 'f16' ? f32ToF16(kv) : kv));
+  }
+  const start = align4(16 + headerBytes.length);
+  const total = start + parts.reduce((n, p) => n + align4(p.length), 0) + 4;
+  const out = new Uint8Array(total);
+  const view = new DataView(out.buffer);
+  out.set(new TextEncoder().encode('HYMBASTA'), 0);
+  view.setUint32(8, 1, true);
+  view.setUint32(12, headerBytes.length, true);
+  out.set(headerBytes, 16);
+  let o = start;
+  for (const p of parts) {
+    out.set(p, o);
+    o += align4(p.length);
+  }
+  view.setUint32(o, crc32(out.subarray(0, o)), true);
+  return out;
+}
+
+const versionOf = (bytes: Uint8Array): number => new DataView(bytes.buffer, bytes.byteOffset).getUint32(8, true);
+const headerOf = (bytes: Uint8Array): { layers: Record<string, unknown>[] } => {
+  const len = new DataView(bytes.buffer, bytes.byteOffset).getUint32(12, true);
+  return JSON.parse(new TextDecoder().decode(bytes.subarray(16, 16 + len))) as { layers: Record<string, unknown>[] };
+};
+
+/** The snapshot with its header replaced by `edit(header)`, tensors kept, re-padded and re-checksummed. */
+function withHeader(bytes: Uint8Array, edit: (h: { layers: Record<string, unknown>[] }) => unknown, version = 2) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset);
+  const oldLen = view.getUint32(12, true);
+  const tensors = bytes.subarray(Math.ceil((16 + oldLen) / 4) * 4, bytes.length - 4);
+  const header = new TextEncoder().encode(JSON.stringify(edit(headerOf(bytes))));
+  const start = Math.ceil((16 + header.length) / 4) * 4;
+  const out = new Uint8Array(start + tensors.length + 4);
+  const v = new DataView(out.buffer);
+  out.set(bytes.subarray(0, 8), 0);
+  v.setUint32(8, version, true);
+  v.setUint32(12, header.length, true);
+  out.set(header, 16);
+  out.set(tensors, start);
+  v.setUint32(out.length - 4, crc32(out.subarray(0, out.length - 4)), true);
+  return out;
+}
+
+describe('snapshot format versions', () => {
+  const full = filledState(37);
+  const parts = splitState(d, SPECS, full);
+
+  it('version 2 names each entry kind in the header', () => {
+    const bytes = serializeState(d, parts[5]!, FP);
+    expect(versionOf(bytes)).toBe(STATE_FORMAT_VERSION);
+    expect(STATE_FORMAT_VERSION).toBe(2);
+    expect(headerOf(bytes).layers).toEqual([
+      { index: 1, kind: 'mirror', kvLen: kvEntries(d, 1, full.position) },
+      { index: 2, kind: 'consumer' },
+      { index: 3, kind: 'consumer' },
+    ]);
+    const kinds = headerOf(serializeState(d, full, FP)).layers.map((e) => e.kind);
+    expect(kinds).toEqual(d.layers.map((l) => l.kv.kind));
+  });
+
+  it('reads version 1 snapshots (whole, per stage with mirrors, f16 K/V) as the same states', () => {
+    for (const s of [full, ...parts, filledState(3)]) {
+      const v1 = serializeV1(s, FP);
+      expect(versionOf(v1)).toBe(1);
+      const back = deserializeState(d, Buffer.from(v1), FP);
+      expect(back).toEqual(s);
+      expect(bytesOf(back).equals(bytesOf(s))).toBe(true);
+    }
+    const f16 = deserializeState(d, serializeV1(full, FP, 'f16'), FP);
+    expect(f16).toEqual(deserializeState(d, serializeState(d, full, FP, 'f16'), FP));
+    // the oldest version-1 snapshots had no kvOnly field (nor mirrors): the kinds come from the config
+    expect(headerOf(serializeV1(full, FP)).layers.some((e) => 'kvOnly' in e)).toBe(false);
+    expect(
+      mergeStageStates(
+        d,
+        SPECS,
+        parts.map((p) => deserializeState(d, serializeV1(p, FP), FP)),
+      ),
+    ).toEqual(full);
+  });
+
+  it('refuses version 1 snapshots of another model or with a flipped byte, as version 2 ones', () => {
+    expect(() => deserializeState(d, serializeV1(full, 'another-model'), FP)).toThrow(StateFingerprintError);
+    const bad = serializeV1(full, FP);
+    bad[bad.length >> 1]! ^= 0x40;
+    expect(() => deserializeState(d, bad, FP)).toThrow(/checksum mismatch/);
+    const mirrorOfConsumer = withHeader(
+      serializeV1(parts[5]!, FP),
+      (h) => ({ ...h, layers: h.layers.map((e) => (e.index === 2 ? { ...e, kvOnly: true } : e)) }),
+      1,
+    );
+    expect(() => deserializeState(d, mirrorOfConsumer, FP)).toThrow(/layer 2 is no KV producer and cannot be mirrored/);
+  });
+
+  it('refuses a header whose kinds disagree with the model, and unknown versions', () => {
+    const bytes = serializeState(d, full, FP);
+    const kindOf = (index: number, kind: string) =>
+      withHeader(bytes, (h) => ({ ...h, layers: h.layers.map((e) => (e.index === index ? { ...e, kind } : e)) }));
+    expect(() => deserializeState(d, kindOf(0, 'consumer'), FP)).toThrow(/layer 0 is a producer, not a consumer/);
+    expect(() => deserializeState(d, kindOf(2, 'producer'), FP)).toThrow(/layer 2 is a consumer, not a producer/);
+    expect(() => deserializeState(d, kindOf(2, 'mirror'), FP)).toThrow(/layer 2 is no KV producer/);
+    expect(() => deserializeState(d, kindOf(0, 'something'), FP)).toThrow(StateFormatError);
+    expect(
+      deserializeState(
+        d,
+        withHeader(bytes, (h) => h),
+        FP,
+      ),
+    ).toEqual(full);
+    expect(() =>
+      deserializeState(
+        d,
+        withHeader(bytes, (h) => h, 3),
+        FP,
+      ),
+    ).toThrow(/format version 3 is not supported/);
   });
 });

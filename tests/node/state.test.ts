@@ -1,17 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../engine/model/config.js';
-import {
-  deserializeState,
-  emptyStageState,
-  fullKvTransformerBytes,
-  isMirror,
-  kvEntries,
-  serializeState,
-  stateBytes,
-  stageState,
-  StateFormatError,
-  type HymbaState,
-} from '../../engine/state/state.js';
+import { isMirror, kvEntries, kvLayer, mixerLayer, type HymbaState } from '../../engine/state/state.js';
+import { fullKvTransformerBytes, heldBytes, stateBytes } from '../../engine/state/bytes.js';
+import { deserializeState, serializeState, StateFormatError } from '../../engine/state/codec.js';
+import { emptyStageState, stageState } from '../../engine/state/merge.js';
 import { presetConfig } from '../../infra/test-model/presets.js';
 import { makeConvertedModel, tokenSequence, type TestModel } from '../helpers/tiny-model.js';
 
@@ -30,13 +22,21 @@ describe('state layout', () => {
     expect(state.position).toBe(dims.M + 30);
     dims.layers.forEach((role, i) => {
       const l = state.layers[i]!;
-      if (role.kv.kind === 'consumer') return expect(l.key).toBeNull();
+      expect(l.kind).toBe(role.kv.kind);
+      if (l.kind !== 'producer') return;
       const expected = role.attention === 'global' ? dims.M + 30 : dims.M + dims.W;
       expect(l.kvLen).toBe(expected);
       expect(kvEntries(dims, i, state.position)).toBe(expected);
-      expect(l.key!.length).toBe(dims.kvHeads * expected * dims.dqk);
-      expect(l.value!.length).toBe(dims.kvHeads * expected * dims.dv);
+      expect(l.key.length).toBe(dims.kvHeads * expected * dims.dqk);
+      expect(l.value.length).toBe(dims.kvHeads * expected * dims.dv);
     });
+  });
+
+  it('counts the bytes its arrays hold', () => {
+    const { dims } = tiny.model;
+    const kv = state.layers.reduce((n, l) => n + (l?.kind === 'producer' ? l.kvLen : 0), 0);
+    const mixers = dims.L * ((dims.dConv - 1) * dims.dIn + dims.dIn * dims.dState);
+    expect(heldBytes(state)).toBe(4 * (mixers + kv * dims.kvHeads * (dims.dqk + dims.dv)));
   });
 });
 
@@ -46,12 +46,7 @@ describe('snapshot format', () => {
     const bytes = serializeState(tiny.model.dims, state, fp());
     const back = deserializeState(tiny.model.dims, bytes, fp());
     expect(back.position).toBe(state.position);
-    state.layers.forEach((l, i) => {
-      expect(back.layers[i]!.conv).toEqual(l!.conv);
-      expect(back.layers[i]!.ssm).toEqual(l!.ssm);
-      expect(back.layers[i]!.key).toEqual(l!.key);
-      expect(back.layers[i]!.value).toEqual(l!.value);
-    });
+    state.layers.forEach((l, i) => expect(back.layers[i]).toEqual(l));
   });
 
   it('f16 K/V halve the K/V bytes and stay close', () => {
@@ -59,8 +54,8 @@ describe('snapshot format', () => {
     const f16 = serializeState(tiny.model.dims, state, fp(), 'f16');
     expect(f16.length).toBeLessThan(f32.length);
     const back = deserializeState(tiny.model.dims, f16, fp());
-    const k = state.layers[0]!.key!;
-    const k16 = back.layers[0]!.key!;
+    const k = kvLayer(state, 0).key;
+    const k16 = kvLayer(back, 0).key;
     for (let i = 0; i < k.length; i++)
       expect(Math.abs(k16[i]! - k[i]!)).toBeLessThanOrEqual(Math.abs(k[i]!) * 1e-3 + 1e-6);
   });
@@ -95,16 +90,13 @@ describe('stage states with mirrors', () => {
     expect(s.layers.flatMap((l, i) => (l ? [i] : []))).toEqual([1, 2, 3]);
     expect(isMirror(s.layers[1]!)).toBe(true);
     expect(isMirror(s.layers[2]!)).toBe(false);
-    expect(s.layers[1]!.key).toBe(state.layers[1]!.key);
+    const producer = kvLayer(state, 1);
+    expect(kvLayer(s, 1).key).toBe(producer.key);
     const bytes = serializeState(dims, s, tiny.engine.fingerprint);
     const back = deserializeState(dims, bytes, tiny.engine.fingerprint);
-    expect(back.layers[1]!.conv.length).toBe(0);
-    expect(back.layers[1]!.ssm.length).toBe(0);
-    expect(back.layers[1]!.key).toEqual(state.layers[1]!.key);
-    expect(back.layers[1]!.value).toEqual(state.layers[1]!.value);
-    expect(back.layers[1]!.kvLen).toBe(state.layers[1]!.kvLen);
-    expect(back.layers[3]!.ssm).toEqual(state.layers[3]!.ssm);
-    // a mirror costs its K/V only (and a header field, kvOnly)
+    expect(back.layers[1]).toEqual({ kind: 'mirror', key: producer.key, value: producer.value, kvLen: producer.kvLen });
+    expect(mixerLayer(back, 3).ssm).toEqual(mixerLayer(state, 3).ssm);
+    // a mirror costs its K/V only (its header entry names kind "mirror", 2 bytes shorter: within the padding)
     const full = serializeState(dims, { position: s.position, layers: [undefined, state.layers[1]] }, 'x');
     const mirrorOnly = serializeState(dims, { position: s.position, layers: [undefined, s.layers[1]] }, 'x');
     const saved = 4 * (dims.dConv - 1 + dims.dState) * dims.dIn;
@@ -116,13 +108,13 @@ describe('stage states with mirrors', () => {
     const s = emptyStageState(tiny.model.dims, spec);
     expect(s.position).toBe(0);
     expect(isMirror(s.layers[1]!)).toBe(true);
-    expect(s.layers[1]!.kvLen).toBe(0);
+    expect(kvLayer(s, 1).kvLen).toBe(0);
     expect(s.layers[0]).toBeUndefined();
   });
 });
 
 describe('stateBytes', () => {
-  it('reproduces the Hymba-1.5B accounting of hymba.md at 8K tokens (16-bit)', () => {
+  it('reproduces the Hymba-1.5B accounting of docs/model.md at 8K tokens (16-bit)', () => {
     const { dims } = loadConfig(JSON.parse(JSON.stringify(presetConfig('hymba-1.5b'))));
     const b = stateBytes(dims, 8192, 'f16');
     expect(b.globalKv).toBe(3 * 8320 * 1920);
