@@ -5,6 +5,7 @@
 
 import { ApiError } from './api/errors.js';
 import type { Env } from '../durable-objects/env.js';
+import { settingsOf } from '../durable-objects/settings.js';
 
 export interface ApiKeyEntry {
   name: string;
@@ -40,8 +41,9 @@ export function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
 
 /** The owner of a request: null without API_KEYS; the matching key's name; else 401. */
 export async function ownerOf(env: Env, authorization: string | undefined): Promise<string | null> {
-  if (!env.API_KEYS) return null;
-  const keys = parseApiKeys(env.API_KEYS);
+  const spec = settingsOf(env).apiKeys;
+  if (spec === null) return null;
+  const keys = parseApiKeys(spec);
   const m = /^Bearer\s+(\S+)$/i.exec(authorization ?? '');
   if (!m) throw ApiError.unauthorized();
   const hash = await sha256(m[1]!);
@@ -53,8 +55,8 @@ export async function ownerOf(env: Env, authorization: string | undefined): Prom
 
 /** Take one request from the owner's budget (RATE_LIMIT_PER_MINUTE; unset: unlimited); 429 when empty. */
 export async function rateLimit(env: Env, owner: string | null): Promise<void> {
-  const perMinute = Number(env.RATE_LIMIT_PER_MINUTE ?? '');
-  if (!Number.isFinite(perMinute) || perMinute <= 0) return;
+  const perMinute = settingsOf(env).rateLimitPerMinute;
+  if (perMinute === null) return;
   const stub = env.RATE_LIMITS.getByName(`key:${owner ?? ''}`);
   const r = await stub.take(perMinute);
   if (!r.ok) throw ApiError.rateLimited(r.retryAfterS);

@@ -82,7 +82,7 @@ export async function openTurn(
   if (first.done) throw ApiError.internal('the session closed the turn before it started');
   if (first.value.type === 'error') {
     await events.return(undefined);
-    throw ApiError.fromProtocol(first.value.error);
+    throw ApiError.from(first.value.error);
   }
   watch(observer, (o) => o.turnAccepted(call.mode === 'ephemeral' ? null : stub.id.toString(), Date.now()));
   return (async function* () {

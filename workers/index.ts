@@ -7,6 +7,7 @@ import { notFound, onError } from './api/errors.js';
 import { ownerOf, rateLimit } from './auth.js';
 import { limitBody } from './limits.js';
 import { observeRequests } from './observability.js';
+import { settingsOf } from '../durable-objects/settings.js';
 import { completions } from './routes/completions.js';
 import { handoff } from './routes/handoff.js';
 import { metrics } from './routes/metrics.js';
@@ -36,10 +37,7 @@ app.use(async function requestId(c, next) {
 app.use(observeRequests);
 /** CORS for browser clients: CORS_ORIGINS is "*" or a comma-separated list of origins; unset, none. */
 app.use(async function corsFromEnv(c, next) {
-  const allowed = (c.env.CORS_ORIGINS ?? '')
-    .split(',')
-    .map((o) => o.trim())
-    .filter(Boolean);
+  const allowed = settingsOf(c.env).corsOrigins;
   if (allowed.length === 0) return next();
   return cors({
     origin: allowed.includes('*') ? '*' : allowed,
@@ -51,7 +49,7 @@ app.use(async function corsFromEnv(c, next) {
 /** Who is calling (API keys, when configured) and whether their rate budget allows it. */
 const PUBLIC = new Set(['/health', '/openapi.json']);
 app.use(async function authenticate(c, next) {
-  if (PUBLIC.has(c.req.path) || (c.req.path === '/metrics' && c.env.METRICS_PUBLIC === 'true')) {
+  if (PUBLIC.has(c.req.path) || (c.req.path === '/metrics' && settingsOf(c.env).metricsPublic)) {
     c.set('owner', null);
     return next();
   }

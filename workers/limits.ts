@@ -1,21 +1,20 @@
-// Request limits, from the environment (wrangler.toml [vars]), checked by the routes before a turn starts:
-//   MAX_MESSAGES          most messages in a Chat Completions request (default 512)            -> 400 messages
-//   MAX_COMPLETION_TOKENS most tokens one turn may generate (default 4096)                     -> 400 max_tokens
-//                         (DEFAULT_MAX_TOKENS, used when a request names none, is clamped to it)
-//   MAX_BODY_BYTES        largest request body (default 1 MiB), for every route               -> 413
-// Prompt-token limits (the model's context) are the Durable Object's: 422 context_length_exceeded.
+// Request limits (MAX_MESSAGES, MAX_COMPLETION_TOKENS, DEFAULT_MAX_TOKENS, MAX_BODY_BYTES: read and defaulted
+// in durable-objects/settings.ts), checked by the routes before a turn starts: 400 for too many messages or
+// too large a max_tokens, 413 for too large a body (every route). Prompt-token limits (the model's context,
+// MAX_PROMPT_TOKENS) are the Durable Object's: 422 context_length_exceeded.
 
 import type { MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { AppEnv } from './app-env.js';
 import { ApiError } from './api/errors.js';
 import type { Env } from '../durable-objects/env.js';
+import { DEFAULTS, settingsOf } from '../durable-objects/settings.js';
 
 export const DEFAULT_LIMITS = {
-  maxMessages: 512,
-  maxCompletionTokens: 4096,
-  maxBodyBytes: 1024 * 1024,
-  defaultMaxTokens: 256,
+  maxMessages: DEFAULTS.maxMessages,
+  maxCompletionTokens: DEFAULTS.maxCompletionTokens,
+  maxBodyBytes: DEFAULTS.maxBodyBytes,
+  defaultMaxTokens: DEFAULTS.defaultMaxTokens,
 } as const;
 
 export interface Limits {
@@ -26,20 +25,9 @@ export interface Limits {
   defaultMaxTokens: number;
 }
 
-/** A positive integer setting; unset, empty or malformed: the default. */
-function setting(value: string | undefined, fallback: number): number {
-  const n = Number(value ?? '');
-  return value !== undefined && value.trim() !== '' && Number.isInteger(n) && n > 0 ? n : fallback;
-}
-
 export function limitsOf(env: Env): Limits {
-  const maxCompletionTokens = setting(env.MAX_COMPLETION_TOKENS, DEFAULT_LIMITS.maxCompletionTokens);
-  return {
-    maxMessages: setting(env.MAX_MESSAGES, DEFAULT_LIMITS.maxMessages),
-    maxCompletionTokens,
-    maxBodyBytes: setting(env.MAX_BODY_BYTES, DEFAULT_LIMITS.maxBodyBytes),
-    defaultMaxTokens: Math.min(setting(env.DEFAULT_MAX_TOKENS, DEFAULT_LIMITS.defaultMaxTokens), maxCompletionTokens),
-  };
+  const { maxMessages, maxCompletionTokens, maxBodyBytes, defaultMaxTokens } = settingsOf(env);
+  return { maxMessages, maxCompletionTokens, maxBodyBytes, defaultMaxTokens };
 }
 
 /** 400 when a request carries more messages than MAX_MESSAGES (OpenAI's wording and code for long arrays). */

@@ -10,6 +10,7 @@ import type { AppEnv } from './app-env.js';
 import { toApiError } from './api/errors.js';
 import type { TurnObserver } from './do-client.js';
 import type { Env } from '../durable-objects/env.js';
+import { settingsOf } from '../durable-objects/settings.js';
 import { log, requestLogLine, routeLabel } from './log.js';
 import {
   emptyHistogram,
@@ -284,7 +285,8 @@ export const observeRequests: MiddlewareHandler<AppEnv> = async function observe
       streamError: metrics.streamError !== null,
       turns,
     });
-    log(line, c.env.LOG_LEVEL);
+    const { logLevel } = settingsOf(c.env);
+    log(line, logLevel);
     try {
       await sendRecord(c.env, record);
     } catch (err) {
@@ -296,7 +298,7 @@ export const observeRequests: MiddlewareHandler<AppEnv> = async function observe
           request_id: c.get('requestId') ?? null,
           error: err instanceof Error ? err.message : String(err),
         },
-        c.env.LOG_LEVEL,
+        logLevel,
       );
     }
   };

@@ -1,4 +1,4 @@
-// Unguessable identifiers (api.md: >= 128 random bits) and the Unix timestamp the wire formats use.
+// Unguessable identifiers (>= 128 random bits each) and the Unix timestamp the wire formats use.
 
 const ID_BYTES = 18; // 144 bits
 

@@ -2,6 +2,8 @@
 // the session API) is parsed into a TurnRequest; the SessionDO yields TurnEvents; one module per wire
 // format shapes them. Neither side sees the other's representation.
 
+import type { ServeErrorInfo } from './errors.js';
+
 import type { ChatMessage } from '../text/chat-template.js';
 
 export type TurnPrompt =
@@ -61,14 +63,6 @@ export interface TokenLogprob {
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls';
 
-export interface ApiErrorBody {
-  status: number;
-  type: string;
-  message: string;
-  code: string | null;
-  param: string | null;
-}
-
 export type TurnEvent =
   /** prompt processed: sent before the first token */
   | {
@@ -95,4 +89,4 @@ export type TurnEvent =
       /** bytes of the model state stored for this turn (0 or absent when nothing was stored) */
       snapshotBytes?: number;
     }
-  | { type: 'error'; error: ApiErrorBody };
+  | { type: 'error'; error: ServeErrorInfo };

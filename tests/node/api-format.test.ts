@@ -5,7 +5,8 @@
 import { Hono } from 'hono';
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { ApiErrorBody, TokenLogprob, TurnEvent, TurnRequest } from '../../engine/serve/protocol.js';
+import type { ServeErrorInfo } from '../../engine/serve/errors.js';
+import type { TokenLogprob, TurnEvent, TurnRequest } from '../../engine/serve/protocol.js';
 import { collectChatCompletion, chatFormatOptions, streamChatCompletion } from '../../workers/api/chat-format.js';
 import { collectCompletion, completionFormatOptions, streamCompletion } from '../../workers/api/completion-format.js';
 import { notFound, onError } from '../../workers/api/errors.js';
@@ -60,9 +61,8 @@ const HELLO: TurnEvent[] = [
   DONE,
 ];
 
-const ERROR: ApiErrorBody = {
-  status: 500,
-  type: 'server_error',
+const ERROR: ServeErrorInfo = {
+  kind: 'internal',
   message: 'the engine failed',
   code: 'engine_error',
   param: null,
@@ -193,9 +193,8 @@ describe('chat completions, non-streaming', () => {
   });
 
   it('turns an error event into the HTTP status and error object', async () => {
-    const busy: ApiErrorBody = {
-      status: 422,
-      type: 'invalid_request_error',
+    const busy: ServeErrorInfo = {
+      kind: 'too_long',
       message: 'too long',
       code: 'context_length_exceeded',
       param: 'messages',
@@ -401,9 +400,8 @@ describe('chat completions, streaming', () => {
   });
 
   it('with failFast, an immediate error gets its HTTP status (409 session busy)', async () => {
-    const busy: ApiErrorBody = {
-      status: 409,
-      type: 'conflict_error',
+    const busy: ServeErrorInfo = {
+      kind: 'busy',
       message: 'busy',
       code: 'session_busy',
       param: null,

@@ -4,6 +4,7 @@
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { ErrorKind, ServeErrorInfo } from '../../engine/serve/errors.js';
 import { ApiError, errorBody, notFound, onError, toApiError } from '../../workers/api/errors.js';
 import {
   ChatCompletionRequestSchema,
@@ -482,14 +483,36 @@ describe('errors', () => {
     expect(e.param).toBe('messages');
   });
 
-  it('round-trips the protocol error body', () => {
+  it('round-trips the protocol error info', () => {
     const e = ApiError.sessionBusy();
-    expect(ApiError.fromProtocol(e.toProtocol())).toMatchObject({
+    expect(ApiError.from(e.toInfo())).toMatchObject({
       status: 409,
       code: 'session_busy',
       type: 'conflict_error',
+      retryAfter: 1,
     });
-    expect(ApiError.fromProtocol({ status: 200, type: 'x', message: 'm', code: null, param: null }).status).toBe(500);
+    const unknownKind = { kind: 'teapot', message: 'm', code: null, param: null } as unknown as ServeErrorInfo;
+    expect(ApiError.from(unknownKind).status).toBe(500);
+  });
+
+  it('maps every error kind to its HTTP status and OpenAI type', () => {
+    const expected: Record<ErrorKind, [number, string]> = {
+      invalid: [400, 'invalid_request_error'],
+      unauthorized: [401, 'authentication_error'],
+      forbidden: [403, 'permission_error'],
+      not_found: [404, 'not_found_error'],
+      busy: [409, 'conflict_error'],
+      conflict: [409, 'conflict_error'],
+      too_large: [413, 'invalid_request_error'],
+      too_long: [422, 'invalid_request_error'],
+      rate_limited: [429, 'rate_limit_error'],
+      internal: [500, 'server_error'],
+      unavailable: [503, 'service_unavailable_error'],
+    };
+    for (const [kind, [status, type]] of Object.entries(expected)) {
+      const e = ApiError.from({ kind: kind as ErrorKind, message: 'm', code: null, param: null });
+      expect([e.status, e.type]).toEqual([status, type]);
+    }
   });
 
   it('sends ApiErrors with their status and Retry-After', async () => {

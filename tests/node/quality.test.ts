@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadWeights, openCheckpoint } from '../../engine/convert/checkpoint.js';
 import { emitGraph } from '../../engine/onnx/emit.js';
-import { buildStageGraph } from '../../engine/model/graph.js';
+import { buildStageGraph } from '../../engine/stages/stage-graph.js';
 import { expandQ4Graph } from '../../engine/onnx/q4-expand.js';
 import type { ModelDtype } from '../../engine/convert/quantize.js';
 import { loadGraph } from '../../engine/run/ort.js';

@@ -4,7 +4,9 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TurnEvent, TurnRequest } from '../../engine/serve/protocol.js';
-import { prepareTurn, promptIds, runTurn, TurnError } from '../../engine/serve/turn.js';
+import { ServeError } from '../../engine/serve/errors.js';
+import { prepareTurn, promptIds } from '../../engine/serve/prepare.js';
+import { runTurn } from '../../engine/serve/turn.js';
 import { makeConvertedModel, type TestModel } from '../helpers/tiny-model.js';
 
 let tiny: TestModel;
@@ -101,7 +103,7 @@ describe('prompt-token limit', () => {
     } catch (e) {
       err = e;
     }
-    expect(err).toBeInstanceOf(TurnError);
-    expect((err as TurnError).body).toMatchObject({ status: 422, code: 'prompt_too_long', param: 'messages' });
+    expect(err).toBeInstanceOf(ServeError);
+    expect((err as ServeError).info).toMatchObject({ kind: 'too_long', code: 'prompt_too_long', param: 'messages' });
   });
 });

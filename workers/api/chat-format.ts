@@ -1,5 +1,5 @@
 // TurnEvents -> the Chat Completions wire format: one `chat.completion` object, or an SSE stream of
-// `chat.completion.chunk`s (docs/api.md). The stream state (id, created, whether the role was sent) lives in
+// `chat.completion.chunk`s (README.md, "HTTP API"). The stream state (id, created, whether the role was sent) lives in
 // the formatter made for one request.
 
 import type { FinishReason, TokenLogprob, TurnEvent } from '../../engine/serve/protocol.js';
@@ -246,7 +246,7 @@ export function chatChunkFormatter(opts: ChatStreamOptions): (event: TurnEvent) 
         return { data, last: true };
       }
       case 'error':
-        throw ApiError.fromProtocol(event.error);
+        throw ApiError.from(event.error);
     }
   };
 }

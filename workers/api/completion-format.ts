@@ -251,7 +251,7 @@ export function completionChunkFormatter(opts: CompletionStreamOptions): (event:
       case 'tool_call':
         return { data: [] }; // completions offer no tools
       case 'error':
-        throw ApiError.fromProtocol(event.error);
+        throw ApiError.from(event.error);
     }
   };
 }

@@ -269,7 +269,7 @@ export class ResponseAssembler {
         this.addCall(e, out);
         break;
       case 'error':
-        throw ApiError.fromProtocol(e.error);
+        throw ApiError.from(e.error);
     }
     return out;
   }

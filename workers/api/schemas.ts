@@ -1,4 +1,4 @@
-// Request bodies of the OpenAI-compatible endpoints and the session API, as zod schemas (docs/api.md).
+// Request bodies of the OpenAI-compatible endpoints and the session API, as zod schemas (README.md, "HTTP API").
 //
 // - Unknown fields are ignored (zod strips them).
 // - Optional fields also accept `null`, as the OpenAI API does (many clients send `"stop": null`).

@@ -70,7 +70,7 @@ export async function collectTurn(events: AsyncIterable<TurnEvent>): Promise<Tur
       case 'done':
         return { start, tokens, toolCalls, done: event, text: text + event.tail };
       case 'error':
-        throw ApiError.fromProtocol(event.error);
+        throw ApiError.from(event.error);
     }
   }
   throw turnEndedEarly();
@@ -100,7 +100,7 @@ export async function failFast(events: AsyncIterable<TurnEvent>, waitMs: number)
   }
   if (early !== 'timeout' && !early.done && early.value.type === 'error') {
     await closeQuietly(source);
-    throw ApiError.fromProtocol(early.value.error);
+    throw ApiError.from(early.value.error);
   }
   let head: Promise<IteratorResult<TurnEvent>> | undefined = first;
   const iterator: AsyncIterator<TurnEvent> = {

@@ -27,7 +27,7 @@ export async function parseBody<S extends z.ZodType>(
   try {
     text = await request.text();
   } catch (err) {
-    throw new ApiError(400, 'invalid_request_error', 'Could not read the request body.', { cause: err });
+    throw new ApiError('invalid', 'Could not read the request body.', { cause: err });
   }
   if (maxBytes !== undefined && (text.length > maxBytes || new TextEncoder().encode(text).byteLength > maxBytes)) {
     throw tooLarge(maxBytes);

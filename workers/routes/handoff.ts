@@ -13,25 +13,19 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
 import type { AppEnv } from '../app-env.js';
-import { ApiError } from '../api/errors.js';
+import { ApiError, unwrap } from '../api/errors.js';
 import { parseValue } from '../api/schemas.js';
 import { sessionStub } from '../do-client.js';
 import type { Env } from '../../durable-objects/env.js';
+import { settingsOf } from '../../durable-objects/settings.js';
 import { limitsOf } from '../limits.js';
 import type { ChatMessage } from '../../engine/text/chat-template.js';
 import type { HandoffMeta, HandoffResult } from '../../durable-objects/session/session-do.js';
-import type { ApiErrorBody } from '../../engine/serve/protocol.js';
 
 export const handoff = new Hono<AppEnv>();
 
-export const DEFAULT_MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024;
-
-/** MAX_SNAPSHOT_BYTES: a positive integer; unset or malformed, the default. */
-export function maxSnapshotBytes(env: Env): number {
-  const v = env.MAX_SNAPSHOT_BYTES;
-  const n = Number(v ?? '');
-  return v !== undefined && v.trim() !== '' && Number.isInteger(n) && n > 0 ? n : DEFAULT_MAX_SNAPSHOT_BYTES;
-}
+/** MAX_SNAPSHOT_BYTES (durable-objects/settings.ts). */
+export const maxSnapshotBytes = (env: Env): number => settingsOf(env).maxSnapshotBytes;
 
 /** A tool call as the session stores it (GET /v1/sessions/:id and the snapshot meta show the same). */
 const StoredToolCallSchema = z.object({
@@ -59,14 +53,9 @@ export const HandoffMetaSchema = z.object({
   tokens: z.array(z.number().int().min(0)).max(1 << 22),
 });
 
-const fail = (error: ApiErrorBody): never => {
-  throw ApiError.fromProtocol(error);
-};
-
 async function exported(env: Env, id: string, owner: string | null, withState: boolean) {
   const r = await sessionStub(env, id).exportHandoff(owner, withState);
-  if ('error' in r) return fail(r.error);
-  return r as { meta: HandoffMeta; state: ReadableStream<Uint8Array> | null };
+  return unwrap<{ meta: HandoffMeta; state: ReadableStream<Uint8Array> | null }>(r);
 }
 
 handoff.get('/v1/sessions/:id/snapshot', async function downloadSnapshot(c) {
@@ -104,8 +93,7 @@ handoff.post(
     const { meta, state } = await readUpload(c.req.raw, c.env);
     const upload = { baseTurn: meta.base_turn, messages: meta.messages.map(toChatMessage), tokens: meta.tokens };
     const r = await stub.importHandoff(c.get('owner'), upload, state.stream(), maxSnapshotBytes(c.env));
-    if ('error' in r) return fail(r.error);
-    const done = r as HandoffResult;
+    const done = unwrap<HandoffResult>(r);
     return c.json(
       { id, object: 'session.snapshot', turn: done.turn, tokens: done.tokens, snapshot_bytes: done.snapshotBytes },
       201,
@@ -161,7 +149,7 @@ async function readUpload(req: Request, env: Env): Promise<{ meta: z.output<type
     return { meta: parseValue(HandoffMetaSchema, json), state };
   } catch (e) {
     if (!(e instanceof ApiError)) throw e;
-    throw new ApiError(e.status, e.type, `meta: ${e.message}`, {
+    throw new ApiError(e.kind, `meta: ${e.message}`, {
       param: e.param ? `meta.${e.param}` : 'meta',
       code: e.code,
     });

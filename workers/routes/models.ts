@@ -4,11 +4,11 @@
 import { Hono } from 'hono';
 import type { AppEnv } from '../app-env.js';
 import type { Env } from '../../durable-objects/env.js';
+import { settingsOf } from '../../durable-objects/settings.js';
 
 export const models = new Hono<AppEnv>();
 
-export const modelId = (env: Env): string => env.MODEL_ID ?? 'hymba';
-export const defaultMaxTokens = (env: Env): number => Number(env.DEFAULT_MAX_TOKENS ?? 256);
+export const modelId = (env: Env): string => settingsOf(env).modelId;
 
 models.get('/v1/models', function listModels(c) {
   return c.json({

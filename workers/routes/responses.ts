@@ -22,7 +22,7 @@ import type {
   TurnCall,
 } from '../../durable-objects/session/session-do.js';
 import type { StoredMessage } from '../../durable-objects/session/store.js';
-import { ApiError } from '../api/errors.js';
+import { ApiError, unwrap } from '../api/errors.js';
 import { unixSeconds } from '../../engine/serve/ids.js';
 import {
   collectResponse,
@@ -148,10 +148,10 @@ async function startStored(run: Run): Promise<Started> {
       return await startIn(run, stub, at.turn);
     } catch (e) {
       // 409: another continuation of this response is running or has committed: this one forks
-      if (!(e instanceof ApiError && e.status === 409)) throw e;
+      if (!(e instanceof ApiError && (e.kind === 'busy' || e.kind === 'conflict'))) throw e;
     }
   }
-  const data = (await stub.exportFork(owner, at.turn)) as ForkData;
+  const data = unwrap<ForkData>(await stub.exportFork(owner, at.turn));
   const fork: ForkData =
     replace === null ? data : { ...data, messages: chainMessages(data.messages, replace), snapshot: null };
   return startInNew(run, (s) => s.importFork(owner, fork));
@@ -164,7 +164,7 @@ async function startEphemeral(run: Run): Promise<Started> {
   let history: StoredMessage[] = instructions !== null ? [{ turn: 0, role: 'system', content: instructions }] : [];
   if (body.previous_response_id != null) {
     const { stub, at } = await locate(env, owner, body.previous_response_id);
-    const data = (await stub.exportFork(owner, at.turn)) as ForkData;
+    const data = unwrap<ForkData>(await stub.exportFork(owner, at.turn));
     history = chainMessages(data.messages, instructions);
   }
   const messages = history.map(({ turn: _turn, ...m }): ChatMessage => m);

@@ -8,7 +8,7 @@
 import { Hono } from 'hono';
 import type { AppEnv } from '../app-env.js';
 import { collectChatCompletion, streamChatCompletion } from '../api/chat-format.js';
-import { ApiError } from '../api/errors.js';
+import { unwrap } from '../api/errors.js';
 import {
   CreateSessionRequestSchema,
   ForkSessionRequestSchema,
@@ -23,20 +23,6 @@ import { modelId } from './models.js';
 import type { ForkData, SessionInfo } from '../../durable-objects/session/session-do.js';
 
 export const sessions = new Hono<AppEnv>();
-
-/** RPC errors lose their class: the object's TurnErrors arrive as messages "status:json". */
-async function call<T>(fn: () => PromiseLike<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (e) {
-    const turn = e instanceof Error ? /\bturn (\d+) not found\b/.exec(e.message) : null;
-    if (turn) throw ApiError.notFound(`turn ${turn[1]} not found`, 'turn');
-    const m = e instanceof Error ? /\bnot found\b/.exec(e.message) : null;
-    if (m) throw ApiError.notFound('session not found', 'session_id');
-    if (e instanceof Error && /a turn is running/.test(e.message)) throw ApiError.sessionBusy();
-    throw e;
-  }
-}
 
 sessions.post('/v1/sessions', async function createSession(c) {
   const body = await parseBody(CreateSessionRequestSchema, c.req.raw);
@@ -71,7 +57,7 @@ sessions.post('/v1/sessions/:id/messages', async function postMessage(c) {
 
 sessions.get('/v1/sessions/:id', async function readSession(c) {
   const id = c.req.param('id');
-  const info: SessionInfo = await call(async () => (await sessionStub(c.env, id).info(c.get('owner'))) as SessionInfo);
+  const info = unwrap<SessionInfo>(await sessionStub(c.env, id).info(c.get('owner')));
   return c.json({
     id,
     object: 'session',
@@ -86,7 +72,7 @@ sessions.post('/v1/sessions/:id/fork', async function forkSession(c) {
   const body = await parseBody(ForkSessionRequestSchema, c.req.raw);
   const owner = c.get('owner');
   const stub = sessionStub(c.env, c.req.param('id'));
-  const data: ForkData = await call(async () => (await stub.exportFork(owner, body.turn)) as ForkData);
+  const data = unwrap<ForkData>(await stub.exportFork(owner, body.turn));
   const id = c.env.SESSIONS.newUniqueId();
   await c.env.SESSIONS.get(id).importFork(owner, data);
   return c.json({ id: id.toString(), object: 'session', forked_from: c.req.param('id'), turn: body.turn }, 201);
@@ -94,6 +80,6 @@ sessions.post('/v1/sessions/:id/fork', async function forkSession(c) {
 
 sessions.delete('/v1/sessions/:id', async function deleteSession(c) {
   const id = c.req.param('id');
-  await call(() => sessionStub(c.env, id).destroy(c.get('owner')));
+  unwrap<{ deleted: true }>(await sessionStub(c.env, id).destroy(c.get('owner')));
   return c.json({ id, object: 'session.deleted', deleted: true });
 });

@@ -3,7 +3,7 @@
 
 import { Hono } from 'hono';
 import type { AppEnv } from '../app-env.js';
-import { ApiError } from '../api/errors.js';
+import { unwrap } from '../api/errors.js';
 import { DetokenizeRequestSchema, parseBody, TokenizeRequestSchema } from '../api/schemas.js';
 import { toChatMessages } from '../api/to-turn.js';
 import type { Env } from '../../durable-objects/env.js';
@@ -26,14 +26,13 @@ tokenize.post('/tokenize', async function tokenizeRoute(c) {
         }
       : { kind: 'text', text: body.prompt!, addSpecial: body.add_special_tokens ?? true },
   );
-  if ('error' in out) throw ApiError.fromProtocol(out.error);
-  return c.json({ count: out.tokens.length, max_model_len: out.maxModelLen, tokens: out.tokens });
+  const { tokens, maxModelLen } = unwrap<{ tokens: number[]; maxModelLen: number }>(out);
+  return c.json({ count: tokens.length, max_model_len: maxModelLen, tokens });
 });
 
 tokenize.post('/detokenize', async function detokenizeRoute(c) {
   const body = await parseBody(DetokenizeRequestSchema, c.req.raw);
   checkModel(body.model, modelId(c.env));
   const out = await poolStub(c.env).detokenize(body.tokens);
-  if ('error' in out) throw ApiError.fromProtocol(out.error);
-  return c.json({ prompt: out.prompt });
+  return c.json({ prompt: unwrap<{ prompt: string }>(out).prompt });
 });

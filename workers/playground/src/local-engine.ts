@@ -12,12 +12,12 @@
 
 import { HymbaEngine, type ModelSource } from '../../../engine/run/loaded-model.js';
 import { initOrt, ort, ortExecutionProviders } from '../../../engine/run/ort.js';
-import { deserializeState, serializeState } from '../../../engine/state/state.js';
+import { deserializeState, serializeState } from '../../../engine/state/codec.js';
 import type { ChatMessage as EngineMessage } from '../../../engine/text/chat-template.js';
 import type { LocalPipeline } from '../../../engine/run/pipeline.js';
 import { runTurn } from '../../../engine/serve/turn.js';
 import type { TurnRequest } from '../../../engine/serve/protocol.js';
-import type { CommitTurn, SessionStore, SnapshotInfo } from '../../../durable-objects/session/store.js';
+import type { CommitTurn, NewSnapshot, TurnStore } from '../../../engine/serve/turn-store.js';
 import type { Api, ToolCall } from './api.js';
 import type { Engine, TurnEvent, TurnInput } from './engine.js';
 
@@ -102,12 +102,15 @@ function httpModelSource(api: Api): ModelSource {
   };
 }
 
+/** A stored local state: the bytes are in the pipeline; `turn`: the session turn it is the state after. */
+type PageSnapshot = NewSnapshot & { turn: number };
+
 /**
- * The part of SessionStore that runTurn uses, in memory: snapshot index (the bytes are in the pipeline) and
- * the turn log. Commits never fail here.
+ * A local session's TurnStore, in memory: the snapshot index (the bytes are in the pipeline) and the turn
+ * counter; the transcript is the LocalSession's. Commits never fail here.
  */
-class PageStore {
-  snaps: SnapshotInfo[] = [];
+class PageStore implements TurnStore {
+  snaps: PageSnapshot[] = [];
   turn: number;
   private next = 1;
 
@@ -115,7 +118,7 @@ class PageStore {
     this.turn = baseTurn;
   }
 
-  snapshots(): SnapshotInfo[] {
+  snapshots(): PageSnapshot[] {
     return [...this.snaps];
   }
 
@@ -127,17 +130,17 @@ class PageStore {
     this.snaps = this.snaps.filter((s) => s.id !== id);
   }
 
-  addSnapshot(s: Omit<SnapshotInfo, 'id'>): number {
+  addSnapshot(s: Omit<PageSnapshot, 'id'>): number {
     const id = this.allocateSnapshotId();
     this.snaps.unshift({ id, ...s });
     return id;
   }
 
-  commitTurn(c: CommitTurn): { turn: number; snapshotId: number | null; keep: number[] } {
+  commitTurn(c: CommitTurn): { keep: number[] } {
     const turn = ++this.turn;
     if (c.snapshot) this.snaps.unshift({ ...c.snapshot, turn });
     this.snaps = this.snaps.slice(0, c.keepSnapshots);
-    return { turn, snapshotId: c.snapshot?.id ?? null, keep: this.snaps.map((s) => s.id) };
+    return { keep: this.snaps.map((s) => s.id) };
   }
 }
 
@@ -310,7 +313,6 @@ export class LocalEngine implements Engine {
       temperature: input.temperature,
       stop: [],
     };
-    const store = s.store as unknown as SessionStore; // runTurn uses only what PageStore has
     const t0 = performance.now();
     let tFirst = 0;
     let tLast = 0;
@@ -318,7 +320,7 @@ export class LocalEngine implements Engine {
     let text = '';
     let prompt = 0;
     let cached = 0;
-    for await (const ev of runTurn(this.engine, s.pipeline, store, req, {
+    for await (const ev of runTurn(this.engine, s.pipeline, s.store, req, {
       newMessages: [user],
       record: true,
       signal,
