@@ -22,12 +22,23 @@ export default defineConfig({
         },
       },
       {
-        // inside workerd (Durable Objects with SQLite, R2) via @cloudflare/vitest-pool-workers
-        // LOG_LEVEL error: the one-line-per-request logs would bury test output (the log tests set their own)
+        // inside workerd (Durable Objects with SQLite, R2) via @cloudflare/vitest-pool-workers, configured as
+        // wrangler.toml says with three test-only changes:
+        // - the entry is tests/workerd/test-worker.ts: the production Worker plus the test subclasses of its
+        //   Durable Objects (tests/workerd/test-objects.ts: load reports, raw logits, fault injection), which
+        //   SESSIONS and STAGES are bound to; `npm start` and deployments never see them
+        // - LOG_LEVEL error: the one-line-per-request logs would bury test output (the log tests set their own)
         plugins: [
           cloudflareTest({
             wrangler: { configPath: './wrangler.toml' },
-            miniflare: { bindings: { LOG_LEVEL: 'error' } },
+            main: './tests/workerd/test-worker.ts',
+            miniflare: {
+              bindings: { LOG_LEVEL: 'error' },
+              durableObjects: {
+                SESSIONS: { className: 'TestSessionDO', useSQLite: true },
+                STAGES: { className: 'TestStageDO', useSQLite: true },
+              },
+            },
           }),
         ],
         test: {

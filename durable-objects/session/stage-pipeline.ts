@@ -7,14 +7,17 @@
 import { concatFloat32 } from '../../engine/run/arrays.js';
 import { stageSpecOf } from '../../engine/convert/manifest.js';
 import type { ModelFront } from '../../engine/run/loaded-model.js';
-import type { StageSpec } from '../../engine/model/graph.js';
+import type { StageSpec } from '../../engine/stages/stage-spec.js';
 import { pipelineSteps, runSteps, type Step } from '../../engine/stages/steps.js';
 import type { Cursor, OpenResult, StatePipeline } from '../../engine/run/pipeline.js';
 import { checkTextIds, InputError, type ForwardResult, type LogitsWanted } from '../../engine/run/runner.js';
 import type { StageInput, StageOutput } from '../../engine/run/stage-runner.js';
 import type { Env } from '../env.js';
+import { runChunks } from '../../engine/run/run-chunks.js';
 import { replicaOf } from '../stage/replicas.js';
-import type { StageAddress, StageDO } from '../stage/stage-do.js';
+import type { StageDO } from '../stage/stage-do.js';
+import type { StageAddress } from '../stage/stage-load.js';
+import { settingsOf } from '../settings.js';
 
 type StageStub = DurableObjectStub<StageDO>;
 
@@ -25,8 +28,7 @@ export interface StageRoute {
 
 /** The stage objects of the replica that serves `session` (STAGE_REPLICAS, default 1). */
 export function stageRoutes(env: Env, front: ModelFront, prefix: string, session: string): StageRoute[] {
-  const replicas = Math.max(1, Math.floor(Number(env.STAGE_REPLICAS ?? '1')) || 1);
-  const r = replicaOf(session, replicas);
+  const r = replicaOf(session, settingsOf(env).stageReplicas);
   return front.manifest.stages.map((_, stage) => ({
     addr: { prefix, stage },
     stub: env.STAGES.getByName(`${front.fingerprint}/r${r}/s${stage}`),
@@ -67,18 +69,7 @@ export class StagePipeline implements StatePipeline {
     const { V } = this.front.model.dims;
     if (ids.length === 0) throw new InputError('no tokens to process');
     checkTextIds(this.front.model.dims, c.position, ids);
-    const size = this.front.manifest.maxRunTokens;
-    const chunks: { ids: number[]; position: number; from: number; keep: boolean }[] = [];
-    for (let start = 0; start < ids.length; start += size) {
-      const chunk = ids.slice(start, start + size);
-      const isLast = start + size >= ids.length;
-      chunks.push({
-        ids: chunk,
-        position: c.position + start,
-        from: want === 'all' ? 0 : chunk.length - 1, // 'none' still computes one cheap row
-        keep: want === 'all' || (want === 'last' && isLast),
-      });
-    }
+    const chunks = runChunks(ids, this.front.manifest.maxRunTokens, want);
     // Pipelining: every chunk starts at once; a stage takes chunk i only after it has run chunk i-1 (its
     // state is sequential), so chunk i+1 can be in stage 0 while chunk i is in stage 1.
     const turns = this.stages.map(() => chunks.map(() => deferred()));
@@ -90,7 +81,7 @@ export class StagePipeline implements StatePipeline {
         try {
           if (failed) throw new Error('an earlier chunk failed');
           const s = this.stages[k]!;
-          return await s.stub.run(s.addr, this.session, c.id, chunk.position, input, logitsFrom);
+          return await s.stub.run(s.addr, this.session, c.id, c.position + chunk.start, input, logitsFrom);
         } finally {
           ran.add(k);
           turns[k]![ci]!.resolve();

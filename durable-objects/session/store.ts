@@ -3,6 +3,7 @@
 // the transcript is the source of truth and snapshots are a cache that can always be recomputed from it.
 
 import type { ChatMessage } from '../../engine/text/chat-template.js';
+import type { CommitTurn, NewSnapshot, TurnStore } from '../../engine/serve/turn-store.js';
 
 /**
  * 2: snapshot bytes moved to the stages (version 1 kept them here; those rows are dropped on upgrade).
@@ -49,20 +50,6 @@ export interface ResponseRecord {
   deleted: boolean;
 }
 
-export interface CommitTurn {
-  messages: ChatMessage[];
-  promptTokens: number;
-  completionTokens: number;
-  cachedTokens: number;
-  finishReason: string;
-  /** the snapshot the stages have just stored under `id` (allocateSnapshotId) */
-  snapshot: NewSnapshot | null;
-  /** snapshots kept after the commit (newest first) */
-  keepSnapshots: number;
-  /** the Responses API id this turn answers, stored with the turn (Responses only) */
-  responseId?: string;
-}
-
 /** Turns a client ran elsewhere (session handoff), committed with the state it uploaded. */
 export interface CommitHandoff {
   /** the session's last turn the uploaded turns follow; the commit fails if the session has moved on */
@@ -77,18 +64,10 @@ export interface CommitHandoff {
 /** finish_reason of a turn that was not run here but uploaded with its state (session handoff) */
 export const HANDOFF_FINISH_REASON = 'handoff';
 
-export interface NewSnapshot {
-  id: number;
-  fingerprint: string;
-  tokens: number[];
-  /** its size in the stages */
-  bytes: number;
-}
-
 const idsToBlob = (ids: number[]): ArrayBuffer => Uint32Array.from(ids).buffer;
 const blobToIds = (b: ArrayBuffer): number[] => Array.from(new Uint32Array(b.slice(0)));
 
-export class SessionStore {
+export class SessionStore implements TurnStore {
   constructor(
     private readonly sql: SqlStorage,
     private readonly storage: DurableObjectStorage,

@@ -1,130 +1,27 @@
 // StageDO: one pipeline stage of one model replica, a SQLite-backed Durable Object. It holds its layers' ONNX
-// session (loaded once per isolate from the model store) and, per conversation, its layers' slice of the
-// state: working cursors while a turn runs, snapshots hot in memory (LRU, bounded in bytes) and in SQLite
-// under the SessionDO's snapshot ids. Decode steps of different sessions that wait here together run as one
-// batched ONNX run. The SessionDO drives the stages (durable-objects/session/stage-pipeline.ts).
+// session (loaded once per isolate from the model store: ./stage-load.ts) and, per conversation, its layers'
+// slice of the state: working cursors while a turn runs, snapshots hot in memory (./hot-states.ts) and in
+// SQLite (./store.ts) under the SessionDO's snapshot ids. Decode steps of different sessions that wait here
+// together run as one batched ONNX run. The SessionDO drives the stages (durable-objects/session/stage-pipeline.ts).
 
 import { DurableObject } from 'cloudflare:workers';
-import ortWasm from 'onnxruntime-web/ort-wasm-simd-threaded.wasm';
 import { DecodeBatcher, type BatchStats } from '../../engine/run/decode-batcher.js';
-import { loadStage, type LoadedStage } from '../../engine/run/loaded-model.js';
+import type { LoadedStage } from '../../engine/run/loaded-model.js';
 import { shareState } from '../../engine/run/pipeline.js';
-import { initOrt } from '../../engine/run/ort.js';
 import type { StageInput, StageOutput } from '../../engine/run/stage-runner.js';
-import { deserializeState, serializeState, type HymbaState } from '../../engine/state/state.js';
+import type { HymbaState } from '../../engine/state/state.js';
+import { deserializeState, serializeState } from '../../engine/state/codec.js';
 import type { Env } from '../env.js';
-import { r2ModelSource } from '../model-source/r2.js';
+import { settingsOf } from '../settings.js';
+import { HotStates } from './hot-states.js';
+import { stageFor, type StageAddress, type StageLoadInfo } from './stage-load.js';
 import { StageStore } from './store.js';
-import { timedSource, type LoadTiming } from '../model-source/timed.js';
-
-/** Which stage of which model a call is for (the object's name encodes the same). */
-export interface StageAddress {
-  prefix: string;
-  stage: number;
-}
-
-export interface StageLoadInfo extends LoadTiming {
-  stage: number;
-  first: number;
-  last: number;
-  /** ORT was instantiated through the precompiled-module redirect during this load */
-  redirected: boolean;
-  loadMs: number;
-}
 
 export interface StageStats {
   batch: BatchStats;
   cursors: number;
   hotSnapshots: number;
   hotBytes: number;
-}
-
-interface Loaded {
-  stage: LoadedStage;
-  info: StageLoadInfo;
-}
-
-const stages = new Map<string, Promise<Loaded>>();
-
-async function load(env: Env, addr: StageAddress): Promise<Loaded> {
-  initOrt({ wasmModule: ortWasm });
-  const timed = timedSource(r2ModelSource(env.MODEL_STORE, addr.prefix));
-  const t0 = performance.now();
-  const stage = await loadStage(timed.src, addr.stage);
-  const { spec, graph } = stage.runner.stage;
-  const info: StageLoadInfo = {
-    stage: addr.stage,
-    first: spec.first,
-    last: spec.last,
-    redirected: graph.redirected,
-    loadMs: performance.now() - t0,
-    ...timed.finish(),
-  };
-  return { stage, info };
-}
-
-/** The isolate's copy of a stage, loaded on first use (every object of the class in the isolate shares it). */
-function stageFor(env: Env, addr: StageAddress): Promise<Loaded> {
-  const key = `${addr.prefix}#${addr.stage}`;
-  let loading = stages.get(key);
-  if (!loading) {
-    const p = load(env, addr);
-    stages.set(key, p);
-    p.catch(() => {
-      if (stages.get(key) === p) stages.delete(key);
-    });
-    loading = p;
-  }
-  return loading;
-}
-
-const stateBytes = (s: HymbaState): number =>
-  s.layers.reduce(
-    (n, l) =>
-      n + (l ? l.conv.byteLength + l.ssm.byteLength + (l.key?.byteLength ?? 0) + (l.value?.byteLength ?? 0) : 0),
-    0,
-  );
-
-/** Snapshots kept in memory, least recently used dropped first once over the byte bound. */
-class HotStates {
-  private readonly map = new Map<string, { state: HymbaState; bytes: number }>();
-  private total = 0;
-  constructor(private readonly maxBytes: number) {}
-
-  get(key: string): HymbaState | undefined {
-    const e = this.map.get(key);
-    if (!e) return undefined;
-    this.map.delete(key);
-    this.map.set(key, e);
-    return e.state;
-  }
-
-  set(key: string, state: HymbaState): void {
-    this.delete(key);
-    const bytes = stateBytes(state);
-    this.map.set(key, { state, bytes });
-    this.total += bytes;
-    for (const [k, e] of this.map) {
-      if (this.total <= this.maxBytes || k === key) break;
-      this.map.delete(k);
-      this.total -= e.bytes;
-    }
-  }
-
-  delete(key: string): void {
-    const e = this.map.get(key);
-    if (e) {
-      this.map.delete(key);
-      this.total -= e.bytes;
-    }
-  }
-
-  get size(): number {
-    return this.map.size;
-  }
-  get bytes(): number {
-    return this.total;
-  }
 }
 
 interface Step {
@@ -135,22 +32,11 @@ interface Step {
 /** A working state idle this long belongs to a turn that is gone. */
 const CURSOR_IDLE_MS = 5 * 60_000;
 
-const intVar = (v: string | undefined, fallback: number): number => {
-  const n = Number(v);
-  return v !== undefined && Number.isFinite(n) && n >= 0 ? n : fallback;
-};
-
 export class StageDO extends DurableObject<Env> {
   private storeCache: StageStore | null = null;
   private readonly cursors = new Map<string, { state: HymbaState; used: number }>();
-  private readonly hot = new HotStates(intVar(this.env.STAGE_HOT_STATE_MB, 32) * 2 ** 20);
+  private readonly hot = new HotStates(settingsOf(this.env).stageHotStateMb * 2 ** 20);
   private batcher: DecodeBatcher<Step, StageOutput> | null = null;
-  /** Fault injection for tests: the run call with this number (counting from 1) throws ... */
-  failRunNumber: number | null = null;
-  /** ... and persist throws while this is set. */
-  failPersist = false;
-  /** run calls this object has received */
-  runCalls = 0;
 
   private get store(): StageStore {
     this.storeCache ??= new StageStore(this.ctx.storage.sql, this.ctx.storage);
@@ -207,21 +93,17 @@ export class StageDO extends DurableObject<Env> {
     logitsFrom: number,
   ): Promise<StageOutput> {
     const { stage } = await stageFor(this.env, addr);
-    this.runCalls++;
-    if (this.failRunNumber !== null && this.runCalls === this.failRunNumber)
-      throw new Error(`stage ${addr.stage}: injected fault at run ${this.runCalls}`);
     const state = this.cursor(session, cursor);
     if (state.position !== position)
       throw new Error(`stage ${addr.stage}: cursor is at position ${state.position}, the step is for ${position}`);
     const T = 'ids' in input ? input.ids.length : input.hidden.length / stage.model.dims.H;
-    if (T === 1 && intVar(this.env.STAGE_MAX_BATCH, 16) > 1) return this.batch(stage).submit({ state, input });
+    if (T === 1 && settingsOf(this.env).stageMaxBatch > 1) return this.batch(stage).submit({ state, input });
     return stage.runner.run(state, input, logitsFrom);
   }
 
   /** Store the cursor's state as snapshot `id` (before the SessionDO commits it). */
   async persist(addr: StageAddress, session: string, cursor: string, id: number): Promise<number> {
     const { stage } = await stageFor(this.env, addr);
-    if (this.failPersist) throw new Error(`stage ${addr.stage}: injected fault in persist`);
     const state = shareState(this.cursor(session, cursor));
     const bytes = serializeState(stage.model.dims, state, stage.manifest.fingerprint);
     this.store.put(session, id, bytes);
@@ -269,9 +151,10 @@ export class StageDO extends DurableObject<Env> {
   }
 
   private batch(stage: LoadedStage): DecodeBatcher<Step, StageOutput> {
+    const { stageMaxBatch, stageBatchWaitMs } = settingsOf(this.env);
     this.batcher ??= new DecodeBatcher<Step, StageOutput>((steps) => stage.runner.runBatch(steps), {
-      maxBatch: intVar(this.env.STAGE_MAX_BATCH, 16),
-      maxWaitMs: intVar(this.env.STAGE_BATCH_WAIT_MS, 0),
+      maxBatch: stageMaxBatch,
+      maxWaitMs: stageBatchWaitMs,
     });
     return this.batcher;
   }

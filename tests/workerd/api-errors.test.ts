@@ -102,6 +102,37 @@ describe('a turn while another runs on the same session', () => {
   });
 });
 
+describe('session routes racing a turn or a delete', () => {
+  it('DELETE during a turn: 409 session_busy with Retry-After, nothing deleted; GET and fork read the last commit', async () => {
+    const { id, view: before } = await sessionAfterTurn1();
+    const running = await postMessage(id, DETOUR, { stream: true, max_tokens: DETOUR_MAX_TOKENS });
+    expect(running.status).toBe(200);
+    const reader = new SseReader(running.body!);
+    await reader.next(); // the turn holds the session now
+
+    const del = await call(`/v1/sessions/${id}`, { method: 'DELETE' });
+    expect(del.headers.get('retry-after')).toBe('1');
+    const error = await expectError(del, 409, 'session_busy');
+    expect(error.type).toBe('conflict_error');
+    // reads are served from the last committed turn while the next one runs
+    const read = await call(`/v1/sessions/${id}`);
+    expect(read.status).toBe(200);
+    expect(((await read.json()) as SessionView).turns).toEqual(before.turns);
+    const fork = await post(`/v1/sessions/${id}/fork`, { turn: 1 });
+    expect(fork.status).toBe(201);
+
+    const rest = (await reader.rest()) as (Chunk | string)[];
+    expect(rest.at(-1)).toBe('[DONE]');
+    expect((await readSession(id)).turns.map((t) => t.turn)).toEqual([1, 2]); // the DELETE took nothing
+    // once the turn has committed, the delete goes through, and every route then answers 404
+    expect((await call(`/v1/sessions/${id}`, { method: 'DELETE' })).status).toBe(200);
+    await expectError(await call(`/v1/sessions/${id}`), 404, 'not_found');
+    await expectError(await call(`/v1/sessions/${id}`, { method: 'DELETE' }), 404, 'not_found');
+    await expectError(await post(`/v1/sessions/${id}/fork`, { turn: 1 }), 404, 'not_found');
+    await expectError(await postMessage(id, 'again', { max_tokens: 2 }), 404, 'not_found');
+  });
+});
+
 describe('a client that disconnects mid-stream', () => {
   it('commits nothing; the next turn answers as if the cancelled one never happened', async () => {
     const { id, view: before } = await sessionAfterTurn1();

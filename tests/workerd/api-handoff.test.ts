@@ -8,7 +8,8 @@ import { env, exports } from 'cloudflare:workers';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../../engine/model/config.js';
 import { MANIFEST_FILE, parseManifest, stageSpecOf } from '../../engine/convert/manifest.js';
-import { checkWholeState, deserializeState, serializeState, splitState } from '../../engine/state/state.js';
+import { deserializeState, serializeState } from '../../engine/state/codec.js';
+import { checkWholeState, splitState } from '../../engine/state/merge.js';
 import { sha256 } from '../../workers/auth.js';
 import app from '../../workers/index.js';
 import {

@@ -5,6 +5,7 @@ import { env, exports } from 'cloudflare:workers';
 import OpenAI from 'openai';
 import { expect, inject } from 'vitest';
 import type { ApiExpectations } from './scenario.js';
+import { testStages } from './test-objects.js';
 
 export const BASE = 'http://localhost';
 
@@ -167,4 +168,4 @@ export function postMessage(id: string, content: string, extra: Record<string, u
 export const sleep = (ms: number): Promise<void> => new Promise((ok) => setTimeout(ok, ms));
 
 /** Stage k's object in the one pipeline replica the tests run (STAGE_REPLICAS = 1). */
-export const stageStub = (k: number) => env.STAGES.getByName(`${inject('tinyFingerprint')}/r0/s${k}`);
+export const stageStub = (k: number) => testStages().getByName(`${inject('tinyFingerprint')}/r0/s${k}`);

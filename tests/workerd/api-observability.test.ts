@@ -9,7 +9,6 @@ import { env } from 'cloudflare:workers';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import app from '../../workers/index.js';
 import { sha256 } from '../../workers/auth.js';
-import type { StageDO } from '../../durable-objects/stage/stage-do.js';
 import {
   BASE,
   call,
@@ -24,6 +23,7 @@ import {
   type ChatReply,
   type Usage,
 } from './api-helpers.js';
+import type { TestStageDO } from './test-objects.js';
 import { MAX_TOKENS, USER_TURNS } from './scenario.js';
 
 beforeAll(seedModel);
@@ -218,7 +218,7 @@ describe('GET /metrics', () => {
   it('an error inside a 200 event stream counts as an error of the route', async () => {
     const id = await createSession();
     const before = await scrape();
-    await runInDurableObject(stageStub(0), (instance: StageDO) => {
+    await runInDurableObject(stageStub(0), (instance: TestStageDO) => {
       instance.failRunNumber = instance.runCalls + 3; // during the reply's decode
     });
     try {
@@ -228,7 +228,7 @@ describe('GET /metrics', () => {
       const last = frames.at(-1) as { error?: { code: string } };
       expect(last.error?.code).toBe('internal_error');
     } finally {
-      await runInDurableObject(stageStub(0), (instance: StageDO) => {
+      await runInDurableObject(stageStub(0), (instance: TestStageDO) => {
         instance.failRunNumber = null;
       });
     }

@@ -492,7 +492,7 @@ describe('the assembler with tool calls (synthetic turn events)', () => {
       { type: 'token', id: 1, text: 'a' },
       {
         type: 'error',
-        error: { status: 500, type: 'server_error', code: 'internal_error', param: null, message: 'boom' },
+        error: { kind: 'internal', code: 'internal_error', param: null, message: 'boom' },
       },
     ];
     const text = await new Response(streamResponse(from(failing), head, { keepAliveMs: 0 })).text();
@@ -605,9 +605,10 @@ describe('the session object', () => {
     const stream = await stub.turn(req as never, { mode: 'session', owner: null, afterTurn: 0 });
     const first = JSON.parse((await new Response(stream).text()).split('\n')[0]!) as {
       type: string;
-      error?: { status: number; code: string };
+      error?: { kind: string; code: string };
     };
-    expect(first).toMatchObject({ type: 'error', error: { status: 409, code: 'turn_superseded' } });
+    // kind conflict: the Worker answers 409 (workers/api/errors.ts)
+    expect(first).toMatchObject({ type: 'error', error: { kind: 'conflict', code: 'turn_superseded' } });
   });
 
   it('schema version 2 storage is upgraded in place: the responses table is added, the data kept', async () => {

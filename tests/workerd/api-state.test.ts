@@ -5,7 +5,6 @@
 import { abortAllDurableObjects, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import type { StageDO } from '../../durable-objects/stage/stage-do.js';
 import {
   createSession,
   expected,
@@ -19,6 +18,7 @@ import {
   type ChatReply,
   type SessionView,
 } from './api-helpers.js';
+import type { TestStageDO } from './test-objects.js';
 import { MAX_TOKENS, SYSTEM, USER_TURNS } from './scenario.js';
 
 beforeAll(seedModel);
@@ -296,7 +296,7 @@ describe('stages', () => {
       const { id } = await converse(1);
       const before = await readSession(id);
       const committed = await snapshotIdsOf(id);
-      await runInDurableObject(stageStub(MIRROR_STAGE), (instance: StageDO) => {
+      await runInDurableObject(stageStub(MIRROR_STAGE), (instance: TestStageDO) => {
         if (fault === 'run')
           instance.failRunNumber = instance.runCalls + 3; // during the reply's decode
         else instance.failPersist = true;
@@ -304,7 +304,7 @@ describe('stages', () => {
       const res = await postMessage(id, USER_TURNS[1]!, { max_tokens: MAX_TOKENS });
       const err = await expectError(res, 500, 'internal_error');
       expect(err.message).not.toMatch(/injected/); // internals stay inside
-      await runInDurableObject(stageStub(MIRROR_STAGE), (instance: StageDO) => {
+      await runInDurableObject(stageStub(MIRROR_STAGE), (instance: TestStageDO) => {
         instance.failRunNumber = null;
         instance.failPersist = false;
       });

@@ -4,6 +4,7 @@ import { runInDurableObject } from 'cloudflare:test';
 import { env, exports } from 'cloudflare:workers';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { loadGraph } from '../../engine/run/ort.js';
+import { testSessions } from './test-objects.js';
 
 const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   expect(a.length).toBe(b.length);
@@ -24,7 +25,7 @@ describe('SessionDO in workerd', () => {
   });
 
   it('loads the model from R2 on first use, instantiating ORT through the precompiled-module redirect', async () => {
-    const stub = env.SESSIONS.getByName('load');
+    const stub = testSessions().getByName('load');
     const t0 = Date.now();
     const info = await stub.model();
     const callMs = Date.now() - t0;
@@ -37,14 +38,14 @@ describe('SessionDO in workerd', () => {
     expect(info.stages).toBe(inject('tinyStages'));
     expect(info.perStage.map((s) => s.stage)).toEqual([...Array(inject('tinyStages')).keys()]);
     // If this fails, ORT no longer calls WebAssembly.instantiate(bytes, imports): engine/run/ort.ts's
-    // workaround for workerd (platform.md, "ONNX Runtime Web inside workerd") needs revisiting.
+    // workaround for workerd (docs/platform.md, "Why workerd needs a precompiled module") needs revisiting.
     expect(info.redirected).toBe(true);
   });
 
   it('gives the same logits as Node for the same converted model', async () => {
     const ids = inject('tinyIds');
     const expected = inject('tinyLogits');
-    const stub = env.SESSIONS.getByName('logits');
+    const stub = testSessions().getByName('logits');
     await stub.model();
     for (const call of ['first', 'second']) {
       const t0 = Date.now();
@@ -62,7 +63,7 @@ describe('SessionDO in workerd', () => {
   });
 
   it('measures session creation without ORT instantiation (a second session of a loaded graph)', async () => {
-    const stub = env.SESSIONS.getByName('load');
+    const stub = testSessions().getByName('load');
     const info = await stub.model();
     const ms = await runInDurableObject(stub, async () => {
       const obj = await env.MODEL_STORE.get(env.MODEL_PREFIX + 'stage-0.onnx');
@@ -81,8 +82,8 @@ describe('SessionDO in workerd', () => {
   });
 
   it('loads the model once per isolate: a second object reuses it', async () => {
-    const first = await env.SESSIONS.getByName('load').model();
-    const second = await env.SESSIONS.getByName('another').model();
+    const first = await testSessions().getByName('load').model();
+    const second = await testSessions().getByName('another').model();
     expect(second.perStage).toEqual(first.perStage); // each stage's load info is the isolate's cached load
   });
 
