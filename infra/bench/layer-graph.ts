@@ -3,7 +3,9 @@
 
 import { loadConfig, type HymbaDims, type ModelConfig } from '../../engine/model/config.js';
 import { emitGraph } from '../../engine/onnx/emit.js';
-import { buildStageGraph, stateNames, type StageSpec } from '../../engine/model/graph.js';
+import { buildStageGraph } from '../../engine/stages/stage-graph.js';
+import { stageIO } from '../../engine/stages/stage-io.js';
+import type { StageSpec } from '../../engine/stages/stage-spec.js';
 import { expandQ4Graph } from '../../engine/onnx/q4-expand.js';
 import { ort } from '../../engine/run/ort.js';
 import { kvEntries } from '../../engine/state/state.js';
@@ -13,6 +15,7 @@ import { presetConfig, pyJson } from '../test-model/presets.js';
 
 export type LayerDtype = 'f32' | 'int8' | 'q4';
 export const LAYER = 1;
+const LAYER_SPEC: StageSpec = { first: LAYER, last: LAYER + 1, embed: false, head: false };
 
 export const layerModel = (): ModelConfig => loadConfig(JSON.parse(pyJson(presetConfig('hymba-1.5b', 2))));
 export const fullModelLayers = (): number => loadConfig(JSON.parse(pyJson(presetConfig('hymba-1.5b')))).dims.L;
@@ -37,8 +40,7 @@ export function layerWeights(d: HymbaDims): WeightMap {
 }
 
 export function buildLayer(model: ModelConfig, w: WeightMap, dtype: LayerDtype): LayerGraph {
-  const spec: StageSpec = { first: LAYER, last: LAYER + 1, embed: false, head: false };
-  const emitted = emitGraph(buildStageGraph(model, w, spec, { dtype }));
+  const emitted = emitGraph(buildStageGraph(model, w, LAYER_SPEC, { dtype }));
   const params = layerTensorShapes(model.dims, LAYER).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0);
   if (dtype !== 'q4') {
     return { dtype, graph: emitted.graph, storageBytes: emitted.weightBytes, execBytes: emitted.weightBytes, params };
@@ -54,16 +56,16 @@ export function buildLayer(model: ModelConfig, w: WeightMap, dtype: LayerDtype):
  * the KV inputs hold the entries the runner would pass (meta tokens plus up to W earlier tokens).
  */
 export function layerFeeds(d: HymbaDims, T: number, context: number, B = 1): Record<string, ort.Tensor> {
-  const n = stateNames(LAYER);
+  const n = stageIO(d, LAYER_SPEC).layers.get(LAYER)!;
   const kv = kvEntries(d, LAYER, context);
   const f = (data: Float32Array, dims: number[]): ort.Tensor => new ort.Tensor('float32', data, dims);
   return {
     position: new ort.Tensor('int64', new BigInt64Array(B).fill(BigInt(context)), [B]),
     hidden_in: f(new Float32Array(B * T * d.H).fill(0.1), [B, T, d.H]),
-    [n.conv]: f(new Float32Array(B * (d.dConv - 1) * d.dIn), [B, d.dConv - 1, d.dIn]),
-    [n.ssm]: f(new Float32Array(B * d.dIn * d.dState), [B, d.dIn, d.dState]),
-    [n.key]: f(new Float32Array(B * d.kvHeads * kv * d.dqk), [B, d.kvHeads, kv, d.dqk]),
-    [n.value]: f(new Float32Array(B * d.kvHeads * kv * d.dv), [B, d.kvHeads, kv, d.dv]),
+    [n.conv.input.name]: f(new Float32Array(B * (d.dConv - 1) * d.dIn), [B, d.dConv - 1, d.dIn]),
+    [n.ssm.input.name]: f(new Float32Array(B * d.dIn * d.dState), [B, d.dIn, d.dState]),
+    [n.kv!.past.key.name]: f(new Float32Array(B * d.kvHeads * kv * d.dqk), [B, d.kvHeads, kv, d.dqk]),
+    [n.kv!.past.value.name]: f(new Float32Array(B * d.kvHeads * kv * d.dv), [B, d.kvHeads, kv, d.dv]),
   };
 }
 

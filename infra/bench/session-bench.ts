@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HymbaEngine } from '../../engine/run/loaded-model.js';
 import { sample, createRng } from '../../engine/generate/sampling.js';
-import { deserializeState, serializeState } from '../../engine/state/state.js';
+import { deserializeState, serializeState } from '../../engine/state/codec.js';
 import { convertDir, dirModelSource } from '../model-dir.js';
 import { makeTestModel } from '../test-model/make-test-model.js';
 import type { PresetName } from '../test-model/presets.js';

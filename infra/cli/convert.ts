@@ -5,7 +5,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MANIFEST_FILE, parseManifest, type ManifestPlan } from '../../engine/convert/manifest.js';
-import { planStages, type ModelPlan } from '../../engine/stages/plan.js';
+import type { ModelPlan } from '../../engine/stages/estimate.js';
+import { planStages } from '../../engine/stages/plan.js';
 import { isModelDtype, MODEL_DTYPES } from '../../engine/convert/quantize.js';
 import { convertDir, readModelDir } from '../model-dir.js';
 import { CliError, parse } from './args.js';

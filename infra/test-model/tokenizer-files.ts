@@ -47,26 +47,25 @@ function llamaData(): { vocab: string[]; merges: string[] } {
   return { vocab, merges };
 }
 
-/** The three JSON documents, as objects. */
-export function buildTokenizerFiles(): { tokenizerJson: object; tokenizerConfig: object; specialTokensMap: object } {
-  const { vocab, merges } = llamaData();
+/** Fresh objects per call: callers may edit the documents they get. */
+const addedTokens = (): AddedTokenJson[] => [
+  specialToken(0, '<unk>'),
+  specialToken(1, '<s>'),
+  specialToken(2, '</s>'),
+  specialToken(PAD_ID, '[PAD]'),
+];
+
+/** tokenizer.json: SentencePiece-style normalizer and decoder around a byte-fallback BPE model. */
+function tokenizerJsonOf(vocab: string[], merges: string[]): object {
   const vocabMap: Record<string, number> = {};
   vocab.forEach((piece, id) => {
     vocabMap[piece] = id;
   });
-
-  const addedTokens = [
-    specialToken(0, '<unk>'),
-    specialToken(1, '<s>'),
-    specialToken(2, '</s>'),
-    specialToken(PAD_ID, '[PAD]'),
-  ];
-
-  const tokenizerJson = {
+  return {
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: addedTokens,
+    added_tokens: addedTokens(),
     normalizer: {
       type: 'Sequence',
       normalizers: [
@@ -108,11 +107,13 @@ export function buildTokenizerFiles(): { tokenizerJson: object; tokenizerConfig:
       merges,
     },
   };
+}
 
+/** tokenizer_config.json: the LlamaTokenizer settings and Hymba-1.5B-Instruct's chat template. */
+function tokenizerConfigOf(): object {
   const addedTokensDecoder: Record<string, Omit<AddedTokenJson, 'id'>> = {};
-  for (const { id, ...rest } of addedTokens) addedTokensDecoder[String(id)] = rest;
-
-  const tokenizerConfig = {
+  for (const { id, ...rest } of addedTokens()) addedTokensDecoder[String(id)] = rest;
+  return {
     add_bos_token: true,
     add_eos_token: false,
     added_tokens_decoder: addedTokensDecoder,
@@ -130,7 +131,10 @@ export function buildTokenizerFiles(): { tokenizerJson: object; tokenizerConfig:
     unk_token: '<unk>',
     use_default_system_prompt: false,
   };
+}
 
+/** special_tokens_map.json */
+function specialTokensMapOf(): object {
   const mapEntry = (content: string) => ({
     content,
     lstrip: false,
@@ -138,14 +142,22 @@ export function buildTokenizerFiles(): { tokenizerJson: object; tokenizerConfig:
     rstrip: false,
     single_word: false,
   });
-  const specialTokensMap = {
+  return {
     bos_token: mapEntry('<s>'),
     eos_token: mapEntry('</s>'),
     pad_token: mapEntry('[PAD]'),
     unk_token: mapEntry('<unk>'),
   };
+}
 
-  return { tokenizerJson, tokenizerConfig, specialTokensMap };
+/** The three JSON documents, as objects. */
+export function buildTokenizerFiles(): { tokenizerJson: object; tokenizerConfig: object; specialTokensMap: object } {
+  const { vocab, merges } = llamaData();
+  return {
+    tokenizerJson: tokenizerJsonOf(vocab, merges),
+    tokenizerConfig: tokenizerConfigOf(),
+    specialTokensMap: specialTokensMapOf(),
+  };
 }
 
 /**

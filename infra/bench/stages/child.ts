@@ -1,7 +1,7 @@
 // Child process of the stages benchmark (`npm run bench -- --stages`), one fresh process per job so that the
 // parent's WASM heap stays small and two conversions can run at once on two cores.
-// usage: node --import tsx infra/bench/stages-child.ts convert <hf_dir> <out_dir> <dtype> <stages json>
-//        node --import tsx infra/bench/stages-child.ts decode <converted_dir> <context> <batch stages json> <batches json>
+// usage: node --import tsx infra/bench/stages/child.ts convert <hf_dir> <out_dir> <dtype> <stages json>
+//        node --import tsx infra/bench/stages/child.ts decode <converted_dir> <context> <batch stages json> <batches json>
 // `convert` writes a converted model with the given layer ranges. `decode` loads every stage of a converted
 // model, brings one session to `context` text tokens (a real prefill through all stages), then times one
 // decode step per stage: alone (batch 1), and for each B in `batches` at the stages listed in `batch stages`,
@@ -10,13 +10,13 @@
 
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { HymbaEngine } from '../../engine/run/loaded-model.js';
-import { isModelDtype } from '../../engine/convert/quantize.js';
-import type { StageInput } from '../../engine/run/stage-runner.js';
-import { cloneState, type HymbaState } from '../../engine/state/state.js';
-import { convertDir, dirModelSource } from '../model-dir.js';
-import { initNodeOrt } from '../node-ort.js';
-import { time, type Timing } from './stats.js';
+import { HymbaEngine } from '../../../engine/run/loaded-model.js';
+import { isModelDtype } from '../../../engine/convert/quantize.js';
+import type { StageInput } from '../../../engine/run/stage-runner.js';
+import { cloneState, type HymbaState } from '../../../engine/state/state.js';
+import { convertDir, dirModelSource } from '../../model-dir.js';
+import { initNodeOrt } from '../../node-ort.js';
+import { time, type Timing } from '../stats.js';
 
 export interface StageDecodeTiming {
   stage: number;

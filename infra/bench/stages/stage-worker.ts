@@ -1,18 +1,18 @@
 // A worker thread of the stages benchmark standing in for one StageDO: it loads some consecutive stages of a
 // converted model (its own ORT instance and WASM heap, like an isolate), keeps one session's state for them,
 // and answers run requests with hidden states (or logits) the way StageDO.run does. It also echoes messages,
-// to time a round trip between threads. Started by stages-bench.ts through a tsx bootstrap.
+// to time a round trip between threads. Started by stage-thread.ts through a tsx bootstrap.
 //
 // messages in:  {id, type: 'init', dir, stages} | {id, type: 'reset'} | {id, type: 'run', input, logitsFrom}
 //               | {id, type: 'echo', data}
 // messages out: {id, ok: true, ...result} | {id, ok: false, error}
 
 import { parentPort } from 'node:worker_threads';
-import { loadStage, type LoadedStage } from '../../engine/run/loaded-model.js';
-import type { StageInput } from '../../engine/run/stage-runner.js';
-import { cloneState, type HymbaState } from '../../engine/state/state.js';
-import { dirModelSource } from '../model-dir.js';
-import { initNodeOrt } from '../node-ort.js';
+import { loadStage, type LoadedStage } from '../../../engine/run/loaded-model.js';
+import type { StageInput } from '../../../engine/run/stage-runner.js';
+import { cloneState, type HymbaState } from '../../../engine/state/state.js';
+import { dirModelSource } from '../../model-dir.js';
+import { initNodeOrt } from '../../node-ort.js';
 
 export type WorkerRequest =
   | { id: number; type: 'init'; dir: string; stages: number[] }
