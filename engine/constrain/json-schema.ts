@@ -25,221 +25,40 @@
 // maxContains, propertyNames, min/maxProperties, unevaluatedProperties/Items, $dynamicRef, $recursiveRef,
 // `items` as an array (use prefixItems), $ref outside the document, and $ref / anyOf / oneOf / allOf next to
 // other assertion keywords (their intersection is not computed).
+//
+// Layout: json-text.ts holds the grammars of JSON text, schema-keywords.ts the keyword vocabulary and the
+// checks of keyword values; this file walks the schema ($ref targets, unions, one translation per type).
 
+import { alt, GrammarError, lit, ref, seq, startMatch, type Grammar, type MatchState } from './grammar.js';
 import {
-  alt,
-  charIn,
-  chars,
-  GrammarError,
-  lit,
-  optional,
-  ref,
-  repeat,
-  seq,
-  startMatch,
-  type Grammar,
-  type MatchState,
-} from './grammar.js';
+  anyJsonValueGrammar,
+  COLON,
+  integerRangeGrammar,
+  itemList,
+  memberList,
+  NUMBER,
+  objectOf,
+  stringGrammar,
+} from './json-text.js';
+import {
+  at,
+  hasNumericBounds,
+  hasType,
+  integerBounds,
+  isObject,
+  lengthBounds,
+  refuseUnsupported,
+  requireAlone,
+  sameJson,
+  SchemaError,
+  schemaTypes,
+  withinBounds,
+  type JsonObject,
+  type JsonType,
+} from './schema-keywords.js';
 
-/**
- * A schema this module cannot turn into a grammar. `path` says where, as keys joined by '.' (e.g.
- * "properties.city.type"; '' = the root); the message does not repeat it.
- */
-export class SchemaError extends Error {
-  override name = 'SchemaError';
-  constructor(
-    message: string,
-    readonly path: string,
-  ) {
-    super(message);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Fixed pieces of JSON
-
-const MAX_INTEGER = 999_999_999_999_999; // 15 digits
-const DIGIT = chars([[0x30, 0x39]]);
-const WS = optional(lit(' '));
-const COMMA = seq(lit(','), WS);
-const COLON = seq(lit(':'), WS);
-
-/** \uXXXX without the surrogate range D800-DFFF, so that every string unit is one code point. */
-const HEX = chars([
-  [0x30, 0x39],
-  [0x41, 0x46],
-  [0x61, 0x66],
-]);
-const HEX_NOT_D = chars([
-  [0x30, 0x39],
-  [0x41, 0x43],
-  [0x45, 0x46],
-  [0x61, 0x63],
-  [0x65, 0x66],
-]);
-const UNICODE_ESCAPE = seq(
-  lit('u'),
-  alt(seq(HEX_NOT_D, HEX, HEX, HEX), seq(charIn('dD'), chars([[0x30, 0x37]]), HEX, HEX)),
-);
-
-/** One code point of a JSON string: a plain character, a surrogate pair, or an escape. */
-const STRING_UNIT = alt(
-  chars([
-    [0x20, 0x21], // no '"' (0x22)
-    [0x23, 0x5b], // no '\' (0x5c)
-    [0x5d, 0xd7ff],
-    [0xe000, 0xffff],
-  ]),
-  seq(chars([[0xd800, 0xdbff]]), chars([[0xdc00, 0xdfff]])),
-  seq(lit('\\'), alt(charIn('"\\/bfnrt'), UNICODE_ESCAPE)),
-);
-
-function stringGrammar(minLength: number, maxLength: number): Grammar {
-  return seq(lit('"'), repeat(STRING_UNIT, minLength, maxLength), lit('"'));
-}
-
-const ANY_STRING = stringGrammar(0, Infinity);
-
-const NUMBER = seq(
-  optional(lit('-')),
-  alt(lit('0'), seq(chars([[0x31, 0x39]]), repeat(DIGIT, 0, 14))),
-  optional(seq(lit('.'), repeat(DIGIT, 1, 15))),
-  optional(seq(charIn('eE'), optional(charIn('+-')), repeat(DIGIT, 1, 2))),
-);
-
-/** Decimal integers lo..hi (|values| < 10^15), no leading zeros, no "-0". */
-export function integerRangeGrammar(lo: number, hi: number): Grammar {
-  const parts: Grammar[] = [];
-  if (hi >= 0) parts.push(naturalRange(Math.max(lo, 0), hi));
-  if (lo < 0) parts.push(seq(lit('-'), naturalRange(Math.max(1, -hi), -lo)));
-  return alt(...parts);
-}
-
-function naturalRange(lo: number, hi: number): Grammar {
-  const parts: Grammar[] = [];
-  for (let d = String(lo).length; d <= String(hi).length; d++) {
-    const first = d === 1 ? 0 : 10 ** (d - 1);
-    parts.push(sameLengthRange(String(Math.max(lo, first)), String(Math.min(hi, 10 ** d - 1))));
-  }
-  return alt(...parts);
-}
-
-/** Digit strings of one length from a to b (a <= b): the usual split at the first differing digit. */
-function sameLengthRange(a: string, b: string): Grammar {
-  if (a === b) return lit(a);
-  const n = a.length - 1;
-  if (/^0*$/.test(a) && /^9*$/.test(b)) return repeat(DIGIT, n + 1, n + 1);
-  const a0 = a.charCodeAt(0);
-  const b0 = b.charCodeAt(0);
-  if (a0 === b0) return seq(lit(a[0]!), sameLengthRange(a.slice(1), b.slice(1)));
-  if (n === 0) return chars([[a0, b0]]);
-  const parts = [seq(lit(a[0]!), sameLengthRange(a.slice(1), '9'.repeat(n)))];
-  if (b0 - a0 > 1) parts.push(seq(chars([[a0 + 1, b0 - 1]]), repeat(DIGIT, n, n)));
-  parts.push(seq(lit(b[0]!), sameLengthRange('0'.repeat(n), b.slice(1))));
-  return alt(...parts);
-}
-
-function objectOf(value: Grammar): Grammar {
-  const member = seq(ANY_STRING, COLON, value);
-  return seq(lit('{'), optional(seq(member, repeat(seq(COMMA, member), 0, Infinity))), lit('}'));
-}
-
-function arrayOf(value: Grammar): Grammar {
-  return seq(lit('['), optional(seq(value, repeat(seq(COMMA, value), 0, Infinity))), lit(']'));
-}
-
-let anyValue: { value: Grammar; object: Grammar } | undefined;
-
-function anyJson(): { value: Grammar; object: Grammar } {
-  if (anyValue) return anyValue;
-  const inner = ref(() => value);
-  const object = objectOf(inner);
-  const value = alt(object, arrayOf(inner), ANY_STRING, NUMBER, lit('true'), lit('false'), lit('null'));
-  anyValue = { value, object };
-  return anyValue;
-}
-
-/** Any JSON value (compact, with the whitespace rule above). */
-export function anyJsonValueGrammar(): Grammar {
-  return anyJson().value;
-}
-
-/** Any JSON object (response_format json_object). */
-export function anyJsonObjectGrammar(): Grammar {
-  return anyJson().object;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Schemas
-
-type JsonObject = Record<string, unknown>;
-type JsonType = 'string' | 'number' | 'integer' | 'boolean' | 'null' | 'object' | 'array';
-
-const TYPES: readonly JsonType[] = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null'];
-
-/** Keywords that constrain values and that this module implements. */
-const ASSERTIONS = new Set([
-  'type',
-  'properties',
-  'required',
-  'additionalProperties',
-  'items',
-  'prefixItems',
-  'minItems',
-  'maxItems',
-  'minLength',
-  'maxLength',
-  'minimum',
-  'maximum',
-  'exclusiveMinimum',
-  'exclusiveMaximum',
-  'enum',
-  'const',
-  'anyOf',
-  'oneOf',
-  'allOf',
-  '$ref',
-]);
-
-const UNSUPPORTED = new Set([
-  'pattern',
-  'patternProperties',
-  'multipleOf',
-  'not',
-  'if',
-  'then',
-  'else',
-  'dependentRequired',
-  'dependentSchemas',
-  'dependencies',
-  'uniqueItems',
-  'contains',
-  'minContains',
-  'maxContains',
-  'propertyNames',
-  'minProperties',
-  'maxProperties',
-  'unevaluatedProperties',
-  'unevaluatedItems',
-  '$dynamicRef',
-  '$recursiveRef',
-]);
-
-/** Keywords that imply a type when `type` is absent. */
-const TYPE_HINTS: readonly [JsonType, readonly string[]][] = [
-  ['object', ['properties', 'required', 'additionalProperties']],
-  ['array', ['items', 'prefixItems', 'minItems', 'maxItems']],
-  ['string', ['minLength', 'maxLength']],
-  ['number', ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum']],
-];
-
-function isObject(v: unknown): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function at(path: string, key: string | number): string {
-  return path === '' ? String(key) : `${path}.${key}`;
-}
+export { anyJsonObjectGrammar, anyJsonValueGrammar, integerRangeGrammar } from './json-text.js';
+export { SchemaError } from './schema-keywords.js';
 
 /**
  * JSON text matching `schema` (compact JSON, see the whitespace rule). Throws SchemaError for invalid or
@@ -280,14 +99,10 @@ class SchemaCompiler {
     if (schema === true) return anyJsonValueGrammar();
     if (schema === false) throw new SchemaError('schema false admits no value', path);
     if (!isObject(schema)) throw new SchemaError('a schema must be an object or a boolean', path);
-    for (const key of Object.keys(schema)) {
-      if (UNSUPPORTED.has(key) && !(key === 'uniqueItems' && schema[key] === false)) {
-        throw new SchemaError(`unsupported keyword "${key}"`, at(path, key));
-      }
-    }
+    refuseUnsupported(schema, path);
     if ('$ref' in schema) return this.reference(schema, path);
     if ('allOf' in schema) {
-      this.alone(schema, 'allOf', path);
+      requireAlone(schema, 'allOf', path);
       const all = schema.allOf;
       if (!Array.isArray(all) || all.length !== 1) {
         throw new SchemaError('"allOf" is supported with exactly one subschema', at(path, 'allOf'));
@@ -295,18 +110,9 @@ class SchemaCompiler {
       return this.compile(all[0], at(at(path, 'allOf'), 0));
     }
     if ('anyOf' in schema || 'oneOf' in schema) return this.union(schema, path);
-    const types = this.types(schema, path);
+    const types = schemaTypes(schema, path);
     if ('enum' in schema || 'const' in schema) return this.values(schema, types, path);
     return alt(...types.map((t) => this.typed(t, schema, path)));
-  }
-
-  /** A keyword combined with other assertions would need an intersection of grammars: refuse it. */
-  private alone(schema: JsonObject, keyword: string, path: string): void {
-    for (const key of Object.keys(schema)) {
-      if (key !== keyword && ASSERTIONS.has(key)) {
-        throw new SchemaError(`"${keyword}" together with "${key}" is not supported`, at(path, key));
-      }
-    }
   }
 
   private union(schema: JsonObject, path: string): Grammar {
@@ -314,7 +120,7 @@ class SchemaCompiler {
       throw new SchemaError('"anyOf" together with "oneOf" is not supported', at(path, 'oneOf'));
     }
     const keyword = 'anyOf' in schema ? 'anyOf' : 'oneOf';
-    this.alone(schema, keyword, path);
+    requireAlone(schema, keyword, path);
     const branches = schema[keyword];
     const where = at(path, keyword);
     if (!Array.isArray(branches) || branches.length === 0) {
@@ -326,7 +132,7 @@ class SchemaCompiler {
   }
 
   private reference(schema: JsonObject, path: string): Grammar {
-    this.alone(schema, '$ref', path);
+    requireAlone(schema, '$ref', path);
     const r = schema.$ref;
     const where = at(path, '$ref');
     if (typeof r !== 'string' || !r.startsWith('#')) {
@@ -386,25 +192,6 @@ class SchemaCompiler {
     } finally {
       this.frames.pop();
     }
-  }
-
-  private types(schema: JsonObject, path: string): JsonType[] {
-    const t = schema.type;
-    const where = at(path, 'type');
-    if (t === undefined) {
-      const hinted = TYPE_HINTS.filter(([, keys]) => keys.some((k) => k in schema)).map(([type]) => type);
-      return hinted.length > 0 ? hinted : TYPES.filter((x) => x !== 'integer');
-    }
-    const list: unknown[] = Array.isArray(t) ? t : [t];
-    if (list.length === 0) throw new SchemaError('"type" must not be an empty array', where);
-    const out: JsonType[] = [];
-    for (const x of list) {
-      if (!TYPES.includes(x as JsonType)) throw new SchemaError(`unknown type ${JSON.stringify(x)}`, where);
-      if (out.includes(x as JsonType)) throw new SchemaError(`duplicate type ${JSON.stringify(x)}`, where);
-      out.push(x as JsonType);
-    }
-    // number covers integer: both generate the same integers when bounded
-    return out.includes('number') ? out.filter((x) => x !== 'integer') : out;
   }
 
   private typed(type: JsonType, schema: JsonObject, path: string): Grammar {
@@ -504,152 +291,9 @@ class SchemaCompiler {
         throw new SchemaError('"enum" must be a non-empty array', at(path, 'enum'));
       values = values ? values.filter((v) => e.some((x) => sameJson(x, v))) : e;
     }
-    const kept = (values ?? []).filter((v) => types.some((t) => hasType(v, t)) && this.withinBounds(schema, v, path));
+    const kept = (values ?? []).filter((v) => types.some((t) => hasType(v, t)) && withinBounds(schema, v, path));
     if (kept.length === 0) throw new SchemaError('no value of "enum"/"const" satisfies the schema', path);
     const texts = [...new Set(kept.map((v) => JSON.stringify(v)))];
     return alt(...texts.map((t) => lit(t)));
   }
-
-  /** The size and range keywords that apply to a value's type; structural ones are refused with enum/const. */
-  private withinBounds(schema: JsonObject, v: unknown, path: string): boolean {
-    for (const key of ['properties', 'required', 'additionalProperties', 'items', 'prefixItems']) {
-      if (key in schema) throw new SchemaError(`"enum"/"const" together with "${key}" is not supported`, at(path, key));
-    }
-    if (typeof v === 'string') {
-      const { min, max } = lengthBounds(schema, 'minLength', 'maxLength', path);
-      const n = [...v].length;
-      return n >= min && n <= max;
-    }
-    if (Array.isArray(v)) {
-      const { min, max } = lengthBounds(schema, 'minItems', 'maxItems', path);
-      return v.length >= min && v.length <= max;
-    }
-    if (typeof v === 'number') {
-      const b = numericBounds(schema, path);
-      return (b.exclusiveMin ? v > b.min : v >= b.min) && (b.exclusiveMax ? v < b.max : v <= b.max);
-    }
-    return true;
-  }
-}
-
-/** Object members in order, with commas only between those present. */
-function memberList(members: readonly { member: Grammar; required: boolean }[]): Grammar {
-  // Built from the end: `afterFirst` follows a member already written (so each needs a comma before it),
-  // `none` is the list when nothing has been written yet.
-  let afterFirst: Grammar = lit('');
-  let none: Grammar = lit('');
-  for (let i = members.length - 1; i >= 0; i--) {
-    const { member, required } = members[i]!;
-    const withComma = seq(COMMA, member, afterFirst);
-    const first = seq(member, afterFirst);
-    afterFirst = required ? withComma : alt(withComma, afterFirst);
-    none = required ? first : alt(first, none);
-  }
-  return none;
-}
-
-/** Array items: the prefix schemas in order, then `rest` (null: none), min..max of them in all. */
-function itemList(prefix: readonly Grammar[], rest: Grammar | null, min: number, max: number): Grammar {
-  const item = (i: number): Grammar => prefix[i] ?? rest!;
-  /** The items after the first i (i >= 1). */
-  const after = (i: number): Grammar => {
-    if (i >= max) return lit('');
-    if (i >= prefix.length) return repeat(seq(COMMA, rest!), Math.max(0, min - i), max - i);
-    const more = seq(COMMA, item(i), after(i + 1));
-    return i >= min ? optional(more) : more;
-  };
-  if (max === 0) return lit('');
-  const some = seq(item(0), after(1));
-  return min === 0 ? optional(some) : some;
-}
-
-function lengthBounds(schema: JsonObject, minKey: string, maxKey: string, path: string): { min: number; max: number } {
-  const count = (key: string, fallback: number): number => {
-    const v = schema[key];
-    if (v === undefined) return fallback;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
-      throw new SchemaError(`"${key}" must be a non-negative integer`, at(path, key));
-    }
-    return v;
-  };
-  const min = count(minKey, 0);
-  const max = count(maxKey, Infinity);
-  if (min > max) throw new SchemaError(`"${minKey}" is greater than "${maxKey}"`, at(path, minKey));
-  return { min, max };
-}
-
-interface NumericBounds {
-  min: number;
-  max: number;
-  exclusiveMin: boolean;
-  exclusiveMax: boolean;
-}
-
-/** minimum/maximum/exclusive* as one interval; draft-4 boolean exclusives make minimum/maximum exclusive. */
-function numericBounds(schema: JsonObject, path: string): NumericBounds {
-  const num = (key: string): number | undefined => {
-    const v = schema[key];
-    if (v === undefined || (typeof v === 'boolean' && key.startsWith('exclusive'))) return undefined;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new SchemaError(`"${key}" must be a number`, at(path, key));
-    return v;
-  };
-  const b: NumericBounds = { min: -Infinity, max: Infinity, exclusiveMin: false, exclusiveMax: false };
-  const minimum = num('minimum');
-  const maximum = num('maximum');
-  const exMin = num('exclusiveMinimum');
-  const exMax = num('exclusiveMaximum');
-  if (minimum !== undefined) b.min = minimum;
-  if (maximum !== undefined) b.max = maximum;
-  b.exclusiveMin = minimum !== undefined && schema.exclusiveMinimum === true;
-  b.exclusiveMax = maximum !== undefined && schema.exclusiveMaximum === true;
-  // An exclusive bound at or inside the inclusive one is the stricter of the two.
-  if (exMin !== undefined && exMin >= b.min) [b.min, b.exclusiveMin] = [exMin, true];
-  if (exMax !== undefined && exMax <= b.max) [b.max, b.exclusiveMax] = [exMax, true];
-  return b;
-}
-
-/** Whether any numeric bound is given (a number with bounds generates integers only). */
-function hasNumericBounds(schema: JsonObject): boolean {
-  return ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'].some((k) => typeof schema[k] === 'number');
-}
-
-/** The integers a bounded integer/number may take, within 15 digits. */
-function integerBounds(schema: JsonObject, path: string): { lo: number; hi: number } {
-  const b = numericBounds(schema, path);
-  let lo = b.exclusiveMin ? Math.floor(b.min) + 1 : Math.ceil(b.min);
-  let hi = b.exclusiveMax ? Math.ceil(b.max) - 1 : Math.floor(b.max);
-  lo = Math.max(lo, -MAX_INTEGER);
-  hi = Math.min(hi, MAX_INTEGER);
-  if (lo > hi) throw new SchemaError('no integer of at most 15 digits lies within the bounds', path);
-  return { lo, hi };
-}
-
-function hasType(v: unknown, t: JsonType): boolean {
-  switch (t) {
-    case 'string':
-      return typeof v === 'string';
-    case 'number':
-      return typeof v === 'number';
-    case 'integer':
-      return typeof v === 'number' && Number.isInteger(v);
-    case 'boolean':
-      return typeof v === 'boolean';
-    case 'null':
-      return v === null;
-    case 'object':
-      return isObject(v);
-    case 'array':
-      return Array.isArray(v);
-  }
-}
-
-/** Deep equality of JSON values (object key order ignored), as enum/const compare. */
-function sameJson(x: unknown, y: unknown): boolean {
-  if (x === y) return true;
-  if (Array.isArray(x) && Array.isArray(y)) return x.length === y.length && x.every((v, i) => sameJson(v, y[i]));
-  if (isObject(x) && isObject(y)) {
-    const kx = Object.keys(x);
-    return kx.length === Object.keys(y).length && kx.every((k) => Object.hasOwn(y, k) && sameJson(x[k], y[k]));
-  }
-  return false;
 }

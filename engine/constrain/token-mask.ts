@@ -13,7 +13,8 @@
 // output, so the first generated token's text loses a leading ' ' before matching; a token whose text is
 // then empty is not allowed (it would add nothing, forever).
 
-import { GrammarState, startMatch, type Grammar, type MatchState } from './grammar.js';
+import { startMatch, type Grammar, type MatchState } from './grammar.js';
+import { GrammarState } from './match-state.js';
 import type { HymbaTokenizer } from '../text/tokenizer.js';
 
 const SPACE = 0x20;
